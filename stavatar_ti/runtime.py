@@ -75,9 +75,14 @@ def taichi_lock() -> threading.RLock:
 def launch(kernel, *args) -> None:
     """Run a Taichi kernel under the lock, passing torch tensors detached.
 
+    Initialises Taichi from the first tensor's device if needed (see `ensure_device`).
+
     Taichi allocates `.grad` on any tensor argument that requires grad (for its own autodiff),
     which would leave zero `.grad` tensors on the caller's parameters; detached views share the
     same memory (zero-copy) without that side effect.
     """
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
     with _lock:
+        if tensors:
+            ensure_device(tensors[0].device, "tensors")
         kernel(*(a.detach() if isinstance(a, torch.Tensor) else a for a in args))

@@ -152,6 +152,16 @@ def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows, dim=-1).reshape(q.shape[:-1] + (3, 3))
 
 
+def _bmm3(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """Matrix product of small (<= 3x3) matrices as an explicit broadcast sum.
+
+    ``A [..., m, k] @ B [..., k, n]``.  Used instead of ``@`` because MKL's
+    threaded GEMM has millisecond-scale overhead for tiny float64 products on
+    some machines; the maths is identical.
+    """
+    return (A[..., :, :, None] * B[..., None, :, :]).sum(dim=-2)
+
+
 def _check_image_size(width: int, height: int) -> None:
     if int(width) != width or int(height) != height or width < 1 or height < 1:
         raise ValueError(f"width/height must be positive ints, got {width}x{height}")
@@ -223,7 +233,7 @@ def reference_project(
     # rule 1: world -> camera
     Rw = viewmat[:3, :3]
     tw = viewmat[:3, 3]
-    p_cam = means @ Rw.transpose(0, 1) + tw
+    p_cam = _bmm3(means[:, None, :], Rw.transpose(0, 1))[:, 0, :] + tw
     x, y, z = p_cam.unbind(-1)
     depth_ok = (z >= near_plane).detach()
     # Substitute a harmless depth for culled Gaussians so that no inf/nan is
@@ -234,8 +244,8 @@ def reference_project(
     # rule 2: covariances
     Rq = quat_to_rotmat(quats)                           # [N,3,3]
     M = Rq * scales[:, None, :]                          # R(q) S
-    cov3d = M @ M.transpose(-1, -2)                      # R S S^T R^T
-    cov_cam = Rw @ cov3d @ Rw.transpose(0, 1)            # W Sigma3D W^T
+    cov3d = _bmm3(M, M.transpose(-1, -2))                      # R S S^T R^T
+    cov_cam = _bmm3(_bmm3(Rw, cov3d), Rw.transpose(0, 1))            # W Sigma3D W^T
 
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     lim_x_neg = cx / fx + FOV_CLAMP_MARGIN * width / (2.0 * fx)
@@ -253,7 +263,7 @@ def reference_project(
         ],
         dim=-2,
     )                                                    # [N,2,3]
-    cov2 = J @ cov_cam @ J.transpose(-1, -2)             # [N,2,2]
+    cov2 = _bmm3(_bmm3(J, cov_cam), J.transpose(-1, -2))             # [N,2,2]
     sxx = cov2[:, 0, 0] + COV2D_BLUR
     syy = cov2[:, 1, 1] + COV2D_BLUR
     sxy = 0.5 * (cov2[:, 0, 1] + cov2[:, 1, 0])          # symmetric by construction
@@ -358,7 +368,7 @@ def reference_sh_colors(
 
     R = viewmat[:3, :3]
     t = viewmat[:3, 3]
-    centre = -(R.transpose(0, 1) @ t)
+    centre = -(R * t[:, None]).sum(dim=0)          # -R^T t
     dirs = means - centre
     dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-300)
     x, y, z = (c[:, None] for c in dirs.unbind(-1))     # [N,1] to broadcast over RGB
@@ -465,7 +475,10 @@ def _composite_chunk(
     t_cum = torch.cumprod(one_minus, dim=1)
     t_excl = torch.cat([torch.ones_like(t_cum[:, :1]), t_cum[:, :-1]], dim=1)
     w = alpha_c * t_excl                                 # [P,V'] = T * alpha
-    rgb = w @ col                                        # [P,3]
+    if w.numel() >= 65536:
+        rgb = w @ col                                    # [P,3], GEMM for big chunks
+    else:                                                # tiny: avoid GEMM thread overhead
+        rgb = (w[:, :, None] * col[None, :, :]).sum(dim=1)
     if t_cum.shape[1] > 0:
         t_final = t_cum[:, -1]
     else:
@@ -567,8 +580,12 @@ def reference_rasterize(
     n_pix = width * height
 
     if V == 0:
-        rgb = torch.zeros(n_pix, 3, dtype=DTYPE)
-        t_final = torch.ones(n_pix, dtype=DTYPE)
+        # Nothing to composite.  Keep the outputs attached to the differentiable
+        # inputs (with exactly zero gradient) so that ``loss.backward()`` on an
+        # empty / fully culled frame works like on any other frame.
+        anchor = 0.0 * (means2d.sum() + opacities.sum() + colors.sum())
+        rgb = torch.zeros(n_pix, 3, dtype=DTYPE) + anchor
+        t_final = torch.ones(n_pix, dtype=DTYPE) + anchor
         blend_s = torch.zeros(0, dtype=DTYPE)
         count_s = torch.zeros(0, dtype=torch.int64)
     else:
