@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the Taichi rasterizer: forward and forward+backward medians after warm-up.
 
-CPU: compares against the float32 dense torch twin in tests/reference.py (when the repo's tests/
+CPU: compares against the float64 dense torch twin in tests/reference.py (when the repo's tests/
 folder is present). CUDA: compares against gsplat (if importable) in the same run, and times the
 Taichi radix sort against torch.sort on the same keys (on both devices). Writes JSON.
 
@@ -89,7 +89,7 @@ def taichi_steps(scene: dict, size: int):
 
 
 def twin_steps(scene: dict, size: int):
-    """The dense torch twin of tests/reference.py in float32, or None when tests/ is absent."""
+    """The dense float64 torch twin of tests/reference.py, or None when tests/ is absent."""
     path = Path(__file__).resolve().parents[1] / "tests" / "reference.py"
     if not path.exists():
         return None
@@ -101,7 +101,7 @@ def twin_steps(scene: dict, size: int):
     def run(grad: bool):
         with torch.set_grad_enabled(grad):
             out = module.reference_rasterize(**params, viewmat=scene["viewmat"], K=scene["K"], width=size,
-                                             height=size, dtype=torch.float32)
+                                             height=size)
             if grad:
                 out["image"].sum().backward()
 
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
                "fwd_bwd_ms": median_ms(fwd_bwd, args.device, args.warmup, args.repeats)}
         other = None if args.no_compare else (twin_steps if args.device == "cpu" else gsplat_steps)(scene, size)
         if other is not None:
-            name = "twin_f32" if args.device == "cpu" else "gsplat"
+            name = "twin_f64" if args.device == "cpu" else "gsplat"
             row["baseline"] = name
             row["baseline_fwd_ms"] = median_ms(other[0], args.device, 1, max(1, args.repeats // 2))
             row["baseline_fwd_bwd_ms"] = median_ms(other[1], args.device, 1, max(1, args.repeats // 2))

@@ -263,7 +263,7 @@ def assert_matches_naive(out, nv, atol=1e-9):
 # scenes
 # --------------------------------------------------------------------------- #
 def naive_scene():
-    """~10 Gaussians on a 20x18 image (2x2 tiles), generic camera pose."""
+    """12 Gaussians on a 20x18 image (2x2 tiles), generic camera pose."""
     W, H = 20, 18
     K = make_K(30.0, 28.0, 9.3, 8.1)
     viewmat = make_viewmat(rot_axis_angle([0.3, -0.5, 0.8], 0.4), [0.2, -0.1, 0.5])
@@ -278,18 +278,20 @@ def naive_scene():
         [0.08, -0.06, 2.5],   # 7   |
         [-0.06, 0.07, 2.6],   # 8  /
         [-1.00, 0.00, 2.0],   # 9  left of the J clamp limit, big, partly visible
+        [(5.0 - 9.3) * 3.0 / 30.0, (4.0 - 8.1) * 3.0 / 28.0, 3.0],      # 10 small, tile (0,0) only
+        [(19.5 - 9.3) * 2.8 / 30.0, (17.5 - 8.1) * 2.8 / 28.0, 2.8],    # 11 small, tiles x 1, y 0..1
     ])
     means = cam_to_world(p_cam, viewmat)
     g = torch.Generator().manual_seed(1)
-    quats = torch.randn(10, 4, generator=g, dtype=F64)
+    quats = torch.randn(12, 4, generator=g, dtype=F64)
     scales = t64([
         [0.30, 0.27, 0.285], [0.27, 0.30, 0.285], [0.30, 0.315, 0.30], [0.2, 0.2, 0.2],
         [0.10, 0.10, 0.10], [0.05, 0.05, 0.05], [0.50, 0.40, 0.30], [0.24, 0.33, 0.15],
-        [0.33, 0.27, 0.30], [0.50, 0.45, 0.40],
+        [0.33, 0.27, 0.30], [0.50, 0.45, 0.40], [0.05, 0.04, 0.06], [0.03, 0.03, 0.03],
     ])
     # 2 has opacity > 0.99 so its alpha is clamped near its centre
-    opac = t64([0.97, 0.98, 0.995, 0.9, 0.9, 0.9, 0.6, 0.97, 0.98, 0.5])
-    colors = torch.rand(10, 3, generator=g, dtype=F64)
+    opac = t64([0.97, 0.98, 0.995, 0.9, 0.9, 0.9, 0.6, 0.97, 0.98, 0.5, 0.9, 0.85])
+    colors = torch.rand(12, 3, generator=g, dtype=F64)
     return dict(means=means, quats=quats, scales=scales, opacities=opac, colors=colors,
                 viewmat=viewmat, K=K, width=W, height=H)
 
@@ -341,7 +343,14 @@ def assert_no_discrete_flip(scene, margin=1e-4):
     lam = mid + torch.sqrt(torch.clamp(mid * mid - det, min=0.1))
     s = 3 * torch.sqrt(lam)
     assert bool(((s - s.round()).abs() > margin).all())
-    # J clamp not at its boundary
+    # J clamp (rule 2) not at its boundary
+    K = scene["K"]
+    fx, fy, cx, cy = (float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
+    Vm = scene["viewmat"]
+    pc = scene["means"] @ Vm[:3, :3].T + Vm[:3, 3]
+    for ratio, lims in ((pc[:, 0] / pc[:, 2], (-(cx / fx + 0.15 * W / fx), (W - cx) / fx + 0.15 * W / fx)),
+                        (pc[:, 1] / pc[:, 2], (-(cy / fy + 0.15 * H / fy), (H - cy) / fy + 0.15 * H / fy))):
+        assert bool(((ratio - lims[0]).abs() > margin).all() and ((ratio - lims[1]).abs() > margin).all())
     # compositing thresholds
     con = p["conics"].detach()
     jj, ii = torch.meshgrid(torch.arange(W, dtype=F64) + 0.5, torch.arange(H, dtype=F64) + 0.5, indexing="xy")
@@ -549,7 +558,8 @@ def test_matches_naive_loop_colors():
                          sc["K"], sc["width"], sc["height"], background=bg)
     vis = [g for g, P in enumerate(nv["proj"]) if P is not None]
     # the scene exercises what it claims to
-    assert {3, 4, 5}.isdisjoint(vis) and {0, 1, 2, 6, 7, 8, 9} <= set(vis)
+    assert {3, 4, 5}.isdisjoint(vis) and {0, 1, 2, 6, 7, 8, 9, 10, 11} <= set(vis)
+    assert nv["proj"][10]["rect"] == (0, 0, 0, 0) and nv["proj"][11]["rect"] == (1, 0, 1, 1)
     assert nv["stopped"] >= 5                                          # early stop happens
     assert float(out["alpha"].max()) > 1 - 1e-3
     assert len({tuple(P["rect"]) for P in nv["proj"] if P is not None}) > 1
@@ -559,7 +569,7 @@ def test_matches_naive_loop_colors():
 def test_matches_naive_loop_sh_degree3_and_degree1():
     sc = naive_scene()
     g = torch.Generator().manual_seed(7)
-    sh = 0.3 * torch.randn(10, 16, 3, generator=g, dtype=F64)
+    sh = 0.3 * torch.randn(12, 16, 3, generator=g, dtype=F64)
     sc.pop("colors")
     for deg in (3, 1):
         out = _run(sc, sh=sh, sh_degree=deg)
@@ -569,26 +579,25 @@ def test_matches_naive_loop_sh_degree3_and_degree1():
 
 
 def test_depth_ties_broken_by_index():
+    """Two identical Gaussians at exactly equal depth: the lower index is in front."""
     K = make_K(40.0, 40.0, 8.0, 8.0)
-    means = t64([[0.0, 0.0, 2.0], [0.05, 0.0, 2.0]])    # identical depth, overlapping
-    common = dict(quats=t64([[1.0, 0, 0, 0]] * 2), scales=t64([[0.1] * 3] * 2), opacities=t64([0.8, 0.8]),
-                  viewmat=torch.eye(4, dtype=F64), K=K, width=16, height=16)
+    means = t64([[0.0, 0.0, 2.0], [0.0, 0.0, 2.0]])
+    quats = t64([[1.0, 0, 0, 0]] * 2)
+    scales = t64([[0.1] * 3] * 2)
+    opac = t64([0.8, 0.8])
     cols = t64([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-    out = reference_rasterize(means, common["quats"], common["scales"], common["opacities"], cols,
-                              **{k: common[k] for k in ("viewmat", "K", "width", "height")})
-    nv = naive_rasterize(means, common["quats"], common["scales"], common["opacities"], cols, common["viewmat"],
-                         K, 16, 16)
-    assert_matches_naive(out, nv)
-    # pixel (8, 8): Gaussian 0 first -> red dominates
-    px = out["image"][8, 8]
-    assert float(px[0]) > float(px[2])
-    # swapping indices swaps the order
-    out2 = reference_rasterize(means.flip(0), common["quats"], common["scales"], common["opacities"], cols,
-                               **{k: common[k] for k in ("viewmat", "K", "width", "height")})
-    assert float(out2["image"][8, 8][0]) > float(out2["image"][8, 8][2]) or True
-    nv2 = naive_rasterize(means.flip(0), common["quats"], common["scales"], common["opacities"], cols,
-                          common["viewmat"], K, 16, 16)
-    assert_matches_naive(out2, nv2)
+    kw = dict(viewmat=torch.eye(4, dtype=F64), K=K, width=16, height=16)
+    for c, front in ((cols, 0), (cols.flip(0), 2)):
+        out = reference_rasterize(means, quats, scales, opac, c, **kw)
+        nv = naive_rasterize(means, quats, scales, opac, c, kw["viewmat"], K, 16, 16)
+        assert_matches_naive(out, nv)
+        px = out["image"][7, 7]
+        a = float(out["alpha"][7, 7])
+        al = 1 - math.sqrt(1 - a)               # per-Gaussian alpha at that pixel
+        # front colour weight alpha, back colour weight (1 - alpha) alpha
+        assert float(px[front]) == pytest.approx(al, abs=1e-14)
+        assert float(px[2 - front]) == pytest.approx(al * (1 - al), abs=1e-14)
+        assert float(out["blend_weight"][0]) > float(out["blend_weight"][1])   # index 0 always in front
 
 
 # --------------------------------------------------------------------------- #
@@ -684,22 +693,27 @@ def test_sh_basis_values_and_orthonormality():
     c2 = reference_sh_colors(sh[:1], 1, (centre + t64([0, 0, 5.0]))[None], Vm)
     torch.testing.assert_close(c2[0], t64([0.5 + ref.SH_C1, 0.5, 0.5]))
 
-    # orthonormality of the 16 basis functions on the sphere (quadrature:
-    # midpoint rule in cos(theta), uniform in phi)
-    nz, nphi = 1500, 48
-    zz = -1 + (torch.arange(nz, dtype=F64) + 0.5) * (2.0 / nz)
+    # Orthonormality of the 16 basis functions on the unit sphere, with a
+    # quadrature that is exact for their products (polynomials of degree <= 6):
+    # Gauss-Legendre in cos(theta) (Golub-Welsch, 6 nodes) x uniform phi (12).
+    nz, nphi = 6, 12
+    k = torch.arange(1, nz, dtype=F64)
+    jacobi = torch.diag(k / torch.sqrt(4 * k * k - 1), 1)
+    nodes, vecs = torch.linalg.eigh(jacobi + jacobi.T)
+    wz = 2 * vecs[0] ** 2
     phi = torch.arange(nphi, dtype=F64) * (2 * math.pi / nphi)
-    Z, PHI = torch.meshgrid(zz, phi, indexing="ij")
+    Z, PHI = torch.meshgrid(nodes, phi, indexing="ij")
     rho = torch.sqrt(1 - Z * Z)
     d = torch.stack([rho * torch.cos(PHI), rho * torch.sin(PHI), Z], -1).reshape(-1, 3)
+    wts = (wz[:, None] * torch.full((nphi,), 2 * math.pi / nphi, dtype=F64)[None]).reshape(-1)
     Y = []
-    for k in range(16):
+    for kk in range(16):
         shk = torch.zeros(d.shape[0], 16, 3, dtype=F64)
-        shk[:, k, 0] = 0.1
+        shk[:, kk, 0] = 0.1
         Y.append((reference_sh_colors(shk, 3, d, cam)[:, 0] - 0.5) / 0.1)
     Y = torch.stack(Y, -1)
-    gram = Y.T @ Y * (2.0 / nz) * (2 * math.pi / nphi)
-    torch.testing.assert_close(gram, torch.eye(16, dtype=F64), atol=2e-5, rtol=0)
+    gram = (Y * wts[:, None]).T @ Y
+    torch.testing.assert_close(gram, torch.eye(16, dtype=F64), atol=1e-12, rtol=0)
 
 
 def test_sh_degree_inference_and_truncation():
@@ -767,7 +781,7 @@ def test_empty_and_all_culled():
     means = t64([[0.0, 0.0, -1.0], [0.0, 0.0, 0.001], [50.0, 0.0, 2.0]]).requires_grad_(True)
     out = reference_rasterize(means, t64([[1.0, 0, 0, 0]] * 3), t64([[0.1] * 3] * 3), t64([0.9] * 3),
                               t64([[1.0, 0, 0]] * 3), viewmat=torch.eye(4, dtype=F64), K=K, width=13, height=9)
-    assert float(out["image"].abs().sum()) == 0.0 and float(out["alpha"].abs().sum()) == 0.0
+    assert float(out["image"].detach().abs().sum()) == 0.0 and float(out["alpha"].detach().abs().sum()) == 0.0
     assert out["radii"].tolist() == [0, 0, 0] and out["pixel_count"].tolist() == [0, 0, 0]
     assert out["depths"].tolist() == [-1.0, 0.001, 2.0]
     out["image"].sum().backward()  # must not raise: outputs stay attached to the inputs
