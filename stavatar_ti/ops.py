@@ -15,6 +15,9 @@ from .runtime import ensure_device, taichi_lock
 
 # Threads worth of chunks per launch: enough to fill the device without a huge histogram.
 _TARGET_CHUNKS = {"cpu": 64, "cuda": 4096}
+# A launch costs tens of microseconds of Python argument handling (more on the CPU backend,
+# which also wakes its thread pool): below this many elements one thread scans serially.
+_SERIAL_SCAN = {"cpu": 16384, "cuda": 1024}
 
 
 def _chunk(n: int, device: torch.device, minimum: int = 64) -> int:
@@ -27,14 +30,15 @@ def _check_1d(x: torch.Tensor, name: str, dtypes: tuple) -> None:
 
 
 def _scan_into(src: torch.Tensor, dst: torch.Tensor) -> None:
+    """Exclusive scan src -> dst (may alias): reduce per chunk, scan the sums recursively, scan."""
     n = src.shape[0]
+    if n <= _SERIAL_SCAN[src.device.type]:
+        _scan.chunk_scan(src, dst, n, n, torch.zeros(1, dtype=torch.int32, device=src.device))
+        return
     chunk = _chunk(n, src.device)
     sums = torch.empty(-(-n // chunk), dtype=torch.int32, device=src.device)
     _scan.chunk_sums(src, n, chunk, sums)
-    if sums.shape[0] > 1:
-        _scan_into(sums, sums)
-    else:
-        sums.zero_()
+    _scan_into(sums, sums)
     _scan.chunk_scan(src, dst, n, chunk, sums)
 
 

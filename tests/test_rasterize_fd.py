@@ -31,10 +31,12 @@ def smooth_scene(sh: bool):
 
 
 @pytest.mark.parametrize("sh", [False, True])
-def test_directional_derivatives_match_central_differences(sh):
+def test_directional_derivatives_match_central_differences(sh, device):
     params, viewmat, K = smooth_scene(sh)
+    params, viewmat, K = {k: v.to(device) for k, v in params.items()}, viewmat.to(device), K.to(device)
     g = torch.Generator().manual_seed(2)
-    w_img, w_alpha = torch.rand(H, W, 3, generator=g).double(), torch.rand(H, W, generator=g).double()
+    w_img = torch.rand(H, W, 3, generator=g).double().to(device)
+    w_alpha = torch.rand(H, W, generator=g).double().to(device)
 
     def loss(p):
         out = stavatar_ti.rasterize(**p, viewmat=viewmat, K=K, width=W, height=H)
@@ -44,7 +46,7 @@ def test_directional_derivatives_match_central_differences(sh):
     loss(leaves).backward()
     eps = 1e-2
     for name, leaf in leaves.items():
-        d = torch.randn(leaf.shape, generator=g)
+        d = torch.randn(leaf.shape, generator=g).to(device)
         with torch.no_grad():
             plus = {k: (v + eps * d if k == name else v) for k, v in params.items()}
             minus = {k: (v - eps * d if k == name else v) for k, v in params.items()}

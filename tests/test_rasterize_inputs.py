@@ -6,22 +6,31 @@ import pytest
 import torch
 
 import stavatar_ti
+from conftest import DEVICE
 from stavatar_ti import runtime
+
+OTHER = "cpu" if DEVICE == "cuda" else "cuda"
 
 
 def scene(n=20, seed=0):
+    """A small random scene with every tensor on the test device."""
     g = torch.Generator().manual_seed(seed)
     means = torch.randn(n, 3, generator=g) * 0.3
     means[:, 2] += 3.0
-    return dict(
+    s = dict(
         means=means, quats=torch.randn(n, 4, generator=g), scales=torch.rand(n, 3, generator=g) * 0.05 + 0.02,
         opacities=torch.rand(n, generator=g) * 0.9, colors=torch.rand(n, 3, generator=g),
         viewmat=torch.eye(4), K=torch.tensor([[60.0, 0, 20], [0, 60.0, 15], [0, 0, 1]]), width=40, height=30)
+    return on_device(s)
+
+
+def on_device(d):
+    return {k: (v.to(DEVICE) if torch.is_tensor(v) else v) for k, v in d.items()}
 
 
 def render(**kw):
     s = scene()
-    s.update(kw)
+    s.update(on_device(kw))
     return stavatar_ti.rasterize(**s)
 
 
@@ -88,9 +97,9 @@ def _params(s):
 
 
 def _check_empty(out, s, params, background):
-    bg = torch.zeros(3) if background is None else background
+    bg = torch.zeros(3, device=DEVICE) if background is None else background.to(DEVICE)
     assert torch.equal(out.image, bg.expand(s["height"], s["width"], 3))
-    assert torch.equal(out.alpha, torch.zeros(s["height"], s["width"]))
+    assert torch.equal(out.alpha, torch.zeros(s["height"], s["width"], device=DEVICE))
     assert (out.radii == 0).all() and (out.pixel_count == 0).all() and (out.blend_weight == 0).all()
     (out.image.sum() + out.alpha.sum()).backward()
     for name, p in params.items():
@@ -102,7 +111,7 @@ def test_zero_gaussians(background):
     s = scene(n=0)
     params = _params(s)
     out = stavatar_ti.rasterize(**params, viewmat=s["viewmat"], K=s["K"], width=40, height=30,
-                                background=background)
+                                background=None if background is None else background.to(DEVICE))
     assert out.radii.shape == (0,) and out.means2d.shape == (0, 2)
     _check_empty(out, s, params, background)
 
@@ -118,7 +127,7 @@ def test_everything_culled(where):
         s["means"][:, 2] = 0.005  # in front of the camera but before near_plane=0.01
     params = _params(s)
     out = stavatar_ti.rasterize(**params, viewmat=s["viewmat"], K=s["K"], width=40, height=30,
-                                background=torch.tensor([0.1, 0.2, 0.3]))
+                                background=torch.tensor([0.1, 0.2, 0.3], device=DEVICE))
     _check_empty(out, s, params, torch.tensor([0.1, 0.2, 0.3]))
 
 
@@ -149,7 +158,8 @@ def test_backward_on_another_thread():
     s = scene(n=50)
     params = _params(s)
     out = stavatar_ti.rasterize(**params, viewmat=s["viewmat"], K=s["K"], width=40, height=30)
-    loss = (out.image * torch.linspace(0, 1, 3)).sum()
+    w = torch.linspace(0, 1, 3, device=DEVICE)
+    loss = (out.image * w).sum()
     errors = []
 
     def work():
@@ -164,19 +174,20 @@ def test_backward_on_another_thread():
     assert not errors, errors
     ref_params = _params(s)
     ref = stavatar_ti.rasterize(**ref_params, viewmat=s["viewmat"], K=s["K"], width=40, height=30)
-    (ref.image * torch.linspace(0, 1, 3)).sum().backward()
+    (ref.image * w).sum().backward()
     for k in params:
         assert torch.allclose(params[k].grad, ref_params[k].grad, atol=1e-6), k
         assert params[k].grad.abs().sum() > 0, k
 
 
 def test_device_mismatch_is_a_clear_error():
-    stavatar_ti.rasterize(**scene())  # initialises x64
-    assert runtime.current_arch() == "x64"
+    stavatar_ti.rasterize(**scene())  # initialises Taichi for the test device
+    arch = runtime.current_arch()
+    assert arch == ("cuda" if DEVICE == "cuda" else "x64")
     with pytest.raises(ValueError, match="arch"):
-        stavatar_ti.init("cuda")
-    with pytest.raises(ValueError, match="^means: on cuda, but Taichi was initialised for x64"):
-        runtime.ensure_device(torch.device("cuda"), "means")
+        stavatar_ti.init(OTHER)
+    with pytest.raises(ValueError, match=f"^means: on {OTHER}, but Taichi was initialised for {arch}"):
+        runtime.ensure_device(torch.device(OTHER), "means")
     with pytest.raises(ValueError, match="meta"):
         runtime.ensure_device(torch.device("meta"), "means")
     s = scene()

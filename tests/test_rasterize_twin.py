@@ -58,12 +58,13 @@ def _viewmat(g):
     return V
 
 
-def run_both(s, seed=0, checkpoint=False):
-    """Render with both; return (taichi out, twin out, taichi grads, twin grads)."""
-    leaves = {k: s[k].clone().requires_grad_() for k in PARAMS if k in s}
-    leaves64 = {k: s[k].double().clone().requires_grad_() for k in PARAMS if k in s}
+def run_both(s, device, seed=0, checkpoint=False):
+    """Render with Taichi on `device` and with the twin on the CPU; return (taichi out (on CPU),
+    twin out, taichi grads, twin grads)."""
+    leaves = {k: s[k].detach().to(device).clone().requires_grad_() for k in PARAMS if k in s}
+    leaves64 = {k: s[k].detach().double().clone().requires_grad_() for k in PARAMS if k in s}
     fixed = {k: v for k, v in s.items() if k not in PARAMS}
-    out = stavatar_ti.rasterize(**leaves, **fixed)
+    out = stavatar_ti.rasterize(**leaves, **{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in fixed.items()})
     ref = reference_rasterize(**leaves64, **{k: (v.double() if torch.is_tensor(v) else v) for k, v in fixed.items()},
                               checkpoint=checkpoint)
     out.means2d.retain_grad()
@@ -71,11 +72,12 @@ def run_both(s, seed=0, checkpoint=False):
     g = torch.Generator().manual_seed(seed + 1000)
     w_img = torch.randn(s["height"], s["width"], 3, generator=g, dtype=torch.float64)
     w_alpha = torch.randn(s["height"], s["width"], generator=g, dtype=torch.float64)
-    ((out.image * w_img.float()).sum() + (out.alpha * w_alpha.float()).sum()).backward()
+    ((out.image * w_img.float().to(device)).sum() + (out.alpha * w_alpha.float().to(device)).sum()).backward()
     ((ref["image"] * w_img).sum() + (ref["alpha"] * w_alpha).sum()).backward()
-    grads = {k: v.grad for k, v in leaves.items()}
+    grads = {k: v.grad.cpu() for k, v in leaves.items()}
     grads64 = {k: v.grad for k, v in leaves64.items()}
-    grads["means2d"], grads64["means2d"] = out.means2d.grad, ref["means2d"].grad
+    grads["means2d"], grads64["means2d"] = out.means2d.grad.cpu(), ref["means2d"].grad
+    out = type(out)(**{k: getattr(out, k).detach().cpu() for k in out.__dataclass_fields__})
     return out, ref, grads, grads64
 
 
@@ -113,9 +115,9 @@ def assert_matches(s, out, ref, grads, grads64, *, grad_tol=1e-4, pixel_tol=1e-5
     (30, 1, 1, 3),       # a single pixel
     (80, 100, 7, 4),     # one tile row, partial
 ])
-def test_colors_match_twin(n, width, height, seed):
+def test_colors_match_twin(n, width, height, seed, device):
     s = make_scene(n, width, height, seed, spread=1.0 if width > 1 else 0.01)
-    out, ref, grads, grads64 = run_both(s, seed)
+    out, ref, grads, grads64 = run_both(s, device, seed)
     assert (out.radii > 0).sum() > 0 and out.pixel_count.sum() > 0
     # at 1x1 (fx = 1.2) every 2D covariance is the 0.3 low-pass plus ~1e-3 of signal, so float32
     # keeps only ~4 significant digits of the shape gradients
@@ -123,29 +125,29 @@ def test_colors_match_twin(n, width, height, seed):
 
 
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
-def test_sh_degrees_match_twin(degree):
+def test_sh_degrees_match_twin(degree, device):
     s = make_scene(50, 48, 40, 10 + degree, sh_degree=degree, background=True)
-    out, ref, grads, grads64 = run_both(s, degree)
+    out, ref, grads, grads64 = run_both(s, device, degree)
     assert grads["sh"].abs().sum() > 0 and grads["background"].abs().sum() > 0
     assert_matches(s, out, ref, grads, grads64)
 
 
-def test_sh_with_extra_coefficients_ignores_them():
+def test_sh_with_extra_coefficients_ignores_them(device):
     s = make_scene(30, 40, 32, 20, sh_degree=3)
     s["sh_degree"] = 1
-    out, ref, grads, grads64 = run_both(s)
+    out, ref, grads, grads64 = run_both(s, device)
     assert_matches(s, out, ref, grads, grads64)
     assert grads["sh"][:, 4:].abs().max() == 0
 
 
 @pytest.mark.parametrize("cx,cy", [(5.0, 40.0), (60.0, -3.0)])
-def test_off_centre_principal_point(cx, cy):
+def test_off_centre_principal_point(cx, cy, device):
     s = make_scene(80, 50, 38, 30, cx=cx, cy=cy, spread=1.5, background=True)
-    out, ref, grads, grads64 = run_both(s)
+    out, ref, grads, grads64 = run_both(s, device)
     assert_matches(s, out, ref, grads, grads64)
 
 
-def test_behind_offscreen_and_whole_image_gaussians():
+def test_behind_offscreen_and_whole_image_gaussians(device):
     s = make_scene(60, 45, 33, 40, spread=3.0)  # many off-screen
     cam_R, cam_t = s["viewmat"][:3, :3], s["viewmat"][:3, 3]
     to_world = lambda p: (p - cam_t) @ cam_R  # noqa: E731
@@ -154,27 +156,27 @@ def test_behind_offscreen_and_whole_image_gaussians():
     s["means"][5] = to_world(torch.tensor([0.0, 0.0, 2.5]))
     s["scales"][5] = torch.tensor([3.0, 2.5, 1.0])  # covers the whole image
     s["opacities"][5] = 0.6
-    out, ref, grads, grads64 = run_both(s)
+    out, ref, grads, grads64 = run_both(s, device)
     assert (out.radii[:3] == 0).all() and out.radii[5] > 100
     assert out.pixel_count[5] == 45 * 33 or out.pixel_count[5] > 0.8 * 45 * 33
     assert ((out.radii == 0).sum() > 10)
     assert_matches(s, out, ref, grads, grads64)
 
 
-def test_early_termination_dense_stack():
+def test_early_termination_dense_stack(device):
     """Many opaque Gaussians in a column: pixels stop early and alpha hits the 0.99 clamp (where the
     gradient must vanish); the backward must undo both exactly."""
     s = make_scene(150, 32, 32, 50, spread=0.3, scale=(0.1, 0.4))
     s["opacities"] = torch.linspace(0.9, 1.0, 150)
-    out, ref, grads, grads64 = run_both(s)
+    out, ref, grads, grads64 = run_both(s, device)
     assert (out.alpha > 0.9999 - 1e-3).float().mean() > 0.3  # a good share of pixels terminate
     assert_matches(s, out, ref, grads, grads64)
 
 
 @pytest.mark.slow
-def test_5k_gaussians_200x150():
+def test_5k_gaussians_200x150(device):
     s = make_scene(5000, 200, 150, 60, sh_degree=3, background=True, scale=(0.005, 0.04))
-    out, ref, grads, grads64 = run_both(s, checkpoint=True)
+    out, ref, grads, grads64 = run_both(s, device, checkpoint=True)
     assert (out.radii > 0).sum() > 3500
     # ~6M (pixel, Gaussian) decisions: allow a few float32-vs-float64 threshold flips (1 seen)
     assert_matches(s, out, ref, grads, grads64, grad_tol=5e-4, max_flips=5)
