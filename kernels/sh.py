@@ -79,6 +79,15 @@ def view_dir(mean, viewmat: ti.template()):
     return mean - campos
 
 
+@ti.func
+def sh_rgb(sh: ti.template(), i, n, degree: ti.template()):
+    """sum_k sh[i,k] Y_k(n) + 0.5, before the clamp at 0."""
+    rgb = vec3(0.5)
+    for k in ti.static(range((degree + 1) ** 2)):
+        rgb += sh_basis(k, n)[0] * sh[i, k]
+    return rgb
+
+
 @ti.kernel
 def sh_fwd(
     sh: ti.types.ndarray(dtype=vec3, ndim=2),
@@ -89,11 +98,7 @@ def sh_fwd(
 ):
     for i in means:
         v = view_dir(means[i], viewmat)
-        n = v / v.norm()
-        rgb = vec3(0.5)
-        for k in ti.static(range((degree + 1) ** 2)):
-            rgb += sh_basis(k, n)[0] * sh[i, k]
-        colors[i] = ti.max(rgb, 0.0)
+        colors[i] = ti.max(sh_rgb(sh, i, v / v.norm(), degree), 0.0)
 
 
 @ti.kernel
@@ -112,9 +117,7 @@ def sh_bwd(
         v = view_dir(means[i], viewmat)
         inv_norm = 1.0 / v.norm()
         n = v * inv_norm
-        rgb = vec3(0.5)
-        for k in ti.static(range((degree + 1) ** 2)):
-            rgb += sh_basis(k, n)[0] * sh[i, k]
+        rgb = sh_rgb(sh, i, n, degree)
         # the max(., 0) clamp passes no gradient where it is active
         g = v_colors[i]
         for ch in ti.static(range(3)):

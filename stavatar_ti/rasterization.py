@@ -76,10 +76,10 @@ def _check_inputs(means, quats, scales, opacities, colors, sh, sh_degree, viewma
         raise ValueError(f"near_plane: expected a positive finite float, got {near_plane}")
     check_finite({"means": means, "quats": quats, "scales": scales, "opacities": opacities, "colors": colors,
                   "sh": sh, "viewmat": viewmat, "K": K, "background": background})
-    checks = torch.stack([
-        (scales > 0).all() if n else torch.tensor(True, device=dev),
-        ((opacities >= 0) & (opacities <= 1)).all() if n else torch.tensor(True, device=dev),
-        (quats.norm(dim=-1) > 0).all() if n else torch.tensor(True, device=dev),
+    checks = torch.stack([  # .all() of an empty tensor is True, so N = 0 passes
+        (scales > 0).all(),
+        ((opacities >= 0) & (opacities <= 1)).all(),
+        (quats.norm(dim=-1) > 0).all(),
         (K[0, 0] > 0) & (K[1, 1] > 0),
     ]).tolist()  # one host sync for all value checks
     for ok, msg in zip(checks, ("scales: all entries must be > 0 (pass activated, linear scales)",
@@ -123,7 +123,7 @@ def rasterize(means, quats, scales, opacities, colors=None, *, sh=None, sh_degre
         means, quats, scales, opacities, colors, sh, sh_degree, viewmat, K, width, height, background, near_plane)
     means, quats, scales, opacities, viewmat, K, background = (
         t.contiguous() for t in (means, quats, scales, opacities, viewmat, K, background))
-    viewmat_d, K_d = viewmat.detach(), K.detach()
+    viewmat_d, K_d = viewmat.detach(), K.detach()  # no gradient to the camera (documented)
     means2d, conics, depths, radii, tile_rect, tile_counts = Project.apply(
         means, quats, scales, viewmat_d, K_d, width, height, near_plane)
     if colors is None:
