@@ -9,8 +9,9 @@ docstring states its math and shapes. One module per op family:
     sort        stable LSD radix sort of (key, value) pairs
     binning     depth keys, tile intersection lists, tile ranges
     rasterize   tile compositing with per-Gaussian statistics (forward, backward)
+    uv_raster   UV-layout rasterisation (face id + barycentrics per texel)
 """
 
-from . import binning, common, projection, rasterize, scan, sh, sort
+from . import binning, common, projection, rasterize, scan, sh, sort, uv_raster
 
-__all__ = ["binning", "common", "projection", "rasterize", "scan", "sh", "sort"]
+__all__ = ["binning", "common", "projection", "rasterize", "scan", "sh", "sort", "uv_raster"]
