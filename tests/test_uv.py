@@ -155,3 +155,16 @@ def test_hybrid_sampling_rules():
     assert torch.equal(uvs, again)
     with pytest.raises(ValueError, match="binding"):
         sample_gaussian_uvs(torch.tensor([99]), raster, uv, faces)
+
+
+def test_region_masks_cover_faces_around_region_vertices():
+    from stavatar_ti.uv import uv_region_masks
+
+    uv, faces = grid_mesh()
+    raster = rasterize_uv(uv, faces, 64)
+    masks = uv_region_masks({"spot": torch.tensor([40]), "none": torch.tensor([], dtype=torch.long)}, faces, raster,
+                            uv.shape[0])
+    adjacent = (faces == 40).any(1)
+    in_adjacent = adjacent[raster.face_id.clamp_min(0)] & raster.mask
+    assert masks["spot"].sum() > 0 and not (masks["spot"] & ~in_adjacent).any()
+    assert masks["none"].sum() == 0

@@ -42,3 +42,23 @@ def uv_displacement_map(vertices: torch.Tensor, faces: torch.Tensor, raster: UVR
     """
     with torch.no_grad():
         return uv_position_map(vertices.detach(), faces, raster) - position_map
+
+
+def uv_region_masks(regions: dict, faces: torch.Tensor, raster: UVRaster, num_vertices: int) -> dict:
+    """Binary UV masks of named vertex regions (method.md Sec. 2, "region masks").
+
+    Each region's vertices are painted 1, the indicator is interpolated into UV space and
+    thresholded at > 0, as the official masks were made from FLAME_masks vertex sets.
+
+    Args:
+        regions: name -> [K] int64 vertex ids (e.g. FlameModel.regions).
+        faces: [F,3] mesh faces of the raster's UV layout. num_vertices: V.
+    Returns:
+        name -> [H,W] bool mask (upright, row ~ (1 - v) H).
+    """
+    out = {}
+    for name, ids in regions.items():
+        paint = torch.zeros(1, num_vertices, 1, device=faces.device)
+        paint[0, ids.to(faces.device).long(), 0] = 1.0
+        out[name] = interpolate_attributes(raster, faces, paint)[0, 0] > 0
+    return out
