@@ -1,0 +1,646 @@
+"""STAvatar's dual-branch UV network, offset activations and the final parameters θ* (method.md §5, §6).
+
+Pipeline (method.md §5, one frame t, all maps S×S with S = 256 in the paper):
+
+    Img_r ──U-Net E_i (§5.3)──────────────────────────────► d3        [B,64,S,S]   (constant input)
+    UV_pos ──E_f (§5.2)──pos stem Conv3(39→64)+ReLU──────► uv_feat   [B,64,S,S]   (constant input)
+    UV_disp(t) ──E_f──disp stem Conv3(39→64)+ReLU─────────► disp_feat [B,64,S,S]
+    expr, pose, trans ──Linear+ReLU (§5.4)──broadcast─────► 96 + 16 + 16 channels
+    global decoder Φ_g (§5.5) on cat[d3, uv_feat, e_expr, e_pose, e_trans] (256) → g (128)
+    local decoder Φ_l (§5.6, one weight set) per region mask m_r → l_r (64 each)
+    fusion head F (§5.7) on cat[g, l_1..l_R] → raw offset map O [B,13,S,S]
+
+O is sampled per Gaussian (``stavatar_ti.uv.lookup.lookup_uv``, §4.5), activated with
+:func:`activate_offsets` (§5.9) and composed with the coarse parameters θ̃ by :func:`compose_final` (§6).
+
+Notes taken from method.md §15:
+  * item 7: d3 lives in *image* space and is concatenated channel-wise with UV-space tensors without
+    any alignment. This module reproduces that on purpose.
+  * item 10: DoubleConv has no BatchNorm (and its convolutions have no bias).
+
+Pose vector convention (method.md §5.1): ``pose = concat[neck(3), jaw(3), eyes(6), global rotation(3)]``
+(15 values, axis-angle radians). This is *not* FLAME's own pose order; build it with
+:func:`network_pose`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .geometry import quat_multiply
+
+__all__ = [
+    "FourierEncoder",
+    "DoubleConv",
+    "UNetEncoder",
+    "UVNetwork",
+    "OffsetActivation",
+    "activate_offsets",
+    "axis_angle_to_quat",
+    "compose_final",
+    "network_pose",
+    "unpack_offsets",
+    "OFFSET_CHANNELS",
+    "PACKED_CHANNELS",
+]
+
+#: Raw offset channels predicted per texel (method.md §5.9).
+OFFSET_CHANNELS = 13
+#: Activated per-Gaussian offset vector length: δμ(3) δs(3) q_δ(4) δc(3) δα(1) (method.md §5.9).
+PACKED_CHANNELS = 14
+
+
+# --------------------------------------------------------------------------------------------------
+# small argument checks (ValueError naming the argument)
+# --------------------------------------------------------------------------------------------------
+
+def _check(x, name: str, shape) -> torch.Tensor:
+    """Check that `x` is a floating tensor of `shape` (None = any size). Raise ValueError naming `name`."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    want = "[" + ",".join("*" if s is None else str(s) for s in shape) + "]"
+    if x.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
+        raise ValueError(f"{name}: expected shape {want}, got {list(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: expected a floating-point tensor, got {x.dtype}")
+    return x
+
+
+# --------------------------------------------------------------------------------------------------
+# §5.2 Fourier encoder
+# --------------------------------------------------------------------------------------------------
+
+class FourierEncoder(nn.Module):
+    """Parameter-free Fourier features E_f (method.md §5.2), shared by UV_pos and UV_disp.
+
+    Frequencies f_k = 10^(k/5), k = 0..5 = {1, 1.585, 2.512, 3.981, 6.310, 10}. For an input with C
+    channels the output has C·(1 + 2K) channels, laid out as
+
+        [x (C), sin(2π f_k x_c) (C·K), cos(2π f_k x_c) (C·K)],
+
+    where inside the sin and cos blocks the index is channel-major: c·K + k. For C = 3 this is 39.
+
+    Input [B,C,H,W] (any float dtype, any device) → output [B,C(1+2K),H,W], same dtype/device.
+    Raises ValueError if the input is not a 4-D floating tensor.
+    """
+
+    def __init__(self, num_freqs: int = 6, base: float = 10.0, step: float = 5.0):
+        super().__init__()
+        # plain Python floats (not a buffer), so the features are exact in the input's own dtype
+        self.freqs = tuple(base ** (k / step) for k in range(num_freqs))
+        self.num_freqs = num_freqs
+
+    def out_channels(self, in_channels: int = 3) -> int:
+        """Number of output channels for `in_channels` input channels (39 for 3)."""
+        return in_channels * (1 + 2 * self.num_freqs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check(x, "x", (None, None, None, None))
+        b, c, h, w = x.shape
+        f = torch.tensor(self.freqs, dtype=x.dtype, device=x.device)
+        # [B,C,K,H,W] -> [B,C*K,H,W] gives channel-major index c*K + k
+        arg = (2.0 * math.pi) * x[:, :, None] * f[None, None, :, None, None]
+        arg = arg.reshape(b, c * self.num_freqs, h, w)
+        return torch.cat([x, torch.sin(arg), torch.cos(arg)], dim=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# §5.3 image encoder (U-Net)
+# --------------------------------------------------------------------------------------------------
+
+def _conv3(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=bias)
+
+
+def _conv1(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=1, bias=True)
+
+
+class DoubleConv(nn.Sequential):
+    """DoubleConv(a → b, mid m) = Conv3(a→m, no bias) + ReLU + Conv3(m→b, no bias) + ReLU (method.md §5.3).
+
+    No BatchNorm (method.md §15 item 10). `mid` defaults to `out_ch`.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, mid_ch: int | None = None):
+        mid = out_ch if mid_ch is None else mid_ch
+        super().__init__(
+            _conv3(in_ch, mid, bias=False), nn.ReLU(inplace=True),
+            _conv3(mid, out_ch, bias=False), nn.ReLU(inplace=True),
+        )
+
+
+class _Down(nn.Sequential):
+    """MaxPool2 then DoubleConv (method.md §5.3)."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__(nn.MaxPool2d(2), DoubleConv(in_ch, out_ch))
+
+
+class _Up(nn.Module):
+    """Bilinear ×2 upsampling (align_corners=True), concat [skip, up], DoubleConv (method.md §5.3)."""
+
+    def __init__(self, in_ch: int, out_ch: int, mid_ch: int):
+        super().__init__()
+        self.conv = DoubleConv(in_ch, out_ch, mid_ch)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+        if up.shape[-2:] != skip.shape[-2:]:  # odd sizes: pad to the skip's size
+            dh, dw = skip.shape[-2] - up.shape[-2], skip.shape[-1] - up.shape[-1]
+            up = F.pad(up, [dw // 2, dw - dw // 2, dh // 2, dh - dh // 2])
+        return self.conv(torch.cat([skip, up], dim=1))
+
+
+class UNetEncoder(nn.Module):
+    """Image encoder E_i (method.md §5.3): [B,3,S,S] image in [0,1] → d3 [B,64,S,S].
+
+    inc DoubleConv(3→64, mid 32); down1..3 = MaxPool2 + DoubleConv(64→128, 128→256, 256→256);
+    up1..3 = bilinear ×2 (align_corners=True) + concat skip + DoubleConv(512→128 mid 256,
+    256→64 mid 128, 128→64 mid 64). 4,258,656 parameters, all conv weights (no biases).
+    """
+
+    def __init__(self, in_ch: int = 3):
+        super().__init__()
+        self.inc = DoubleConv(in_ch, 64, 32)
+        self.down1 = _Down(64, 128)
+        self.down2 = _Down(128, 256)
+        self.down3 = _Down(256, 256)
+        self.up1 = _Up(512, 128, 256)
+        self.up2 = _Up(256, 64, 128)
+        self.up3 = _Up(128, 64, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.inc(x)
+        x2 = self.down1(x1)
+        x3 = self.down2(x2)
+        x4 = self.down3(x3)
+        y = self.up1(x4, x3)
+        y = self.up2(y, x2)
+        return self.up3(y, x1)
+
+
+# --------------------------------------------------------------------------------------------------
+# pose helper (§5.1)
+# --------------------------------------------------------------------------------------------------
+
+def network_pose(rotation: torch.Tensor, neck_pose: torch.Tensor, jaw_pose: torch.Tensor,
+                 eyes_pose: torch.Tensor) -> torch.Tensor:
+    """Build the network's 15-value pose vector (method.md §5.1).
+
+    Order: ``concat[neck(3), jaw(3), eyes(6), global rotation(3)]`` — this differs from FLAME's
+    pose order (global, neck, jaw, eyes).
+
+    Args:
+        rotation: [B,3] global rotation, axis-angle (radians).
+        neck_pose: [B,3] axis-angle.
+        jaw_pose: [B,3] axis-angle.
+        eyes_pose: [B,6] left and right eye axis-angles.
+    Returns:
+        [B,15] tensor with the dtype/device of the inputs.
+    Raises:
+        ValueError: naming the argument whose shape is wrong or whose batch size differs.
+    """
+    parts = {"neck_pose": (neck_pose, 3), "jaw_pose": (jaw_pose, 3), "eyes_pose": (eyes_pose, 6),
+             "rotation": (rotation, 3)}
+    batch = None
+    for name, (t, n) in parts.items():
+        _check(t, name, (None, n))
+        if batch is None:
+            batch = t.shape[0]
+        elif t.shape[0] != batch:
+            raise ValueError(f"{name}: batch size {t.shape[0]} differs from the other poses' {batch}")
+    return torch.cat([neck_pose, jaw_pose, eyes_pose, rotation], dim=-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# §5.4–§5.8 the dual-branch network
+# --------------------------------------------------------------------------------------------------
+
+class UVNetwork(nn.Module):
+    """STAvatar dual-branch UV network (method.md §5.3–§5.8): per-frame raw offset map O [B,13,S,S].
+
+    Constructor:
+        UVNetwork(uv_size=256, n_expr=100, n_pose=15, n_trans=3, num_regions=4, out_channels=13)
+
+        uv_size: S, the side of every map (the paper: 256). Must be divisible by 8 for the U-Net's
+            three pooling levels to line up exactly (other sizes are padded in the decoder).
+        n_expr: number of FLAME expression coefficients (100 in the paper; the open head model has
+            fewer). Input size of both expression Linears.
+        n_pose: pose vector length (15, see :func:`network_pose`).
+        n_trans: translation length (3).
+        num_regions: R, the number of region masks (4: eye_region, nose, lips, forehead).
+        out_channels: channels of O (13, method.md §5.9).
+
+    Parameters at S = 256, n_expr = 100 (S does not change the count): 5,874,189 in all;
+    U-Net 4,258,656; the rest 1,615,533 (stems 45,056; embeddings 10,016; global decoder 885,120;
+    local decoder 158,208; fusion head 517,133).
+
+    Buffers (persistent, saved in ``state_dict`` as method.md §5.11 asks; set with :meth:`set_inputs`):
+        ref_image    [1,3,S,S]  Img_r, identity reference image in [0,1] (resized with antialiasing).
+        uv_pos       [1,3,S,S]  UV_pos (§4.2).
+        region_masks [1,R,S,S]  eye_region, nose, lips, forehead masks (values in [0,1]).
+
+    Initialisation (method.md §5.8): every Conv2d/Linear weight ~ N(0, 0.01²), every bias 0, so the
+    initial O ≈ 0 and the activated offsets are ≈ identity.
+
+    Caching: d3 = E_i(Img_r) and uv_feat = stem(E_f(UV_pos)) depend only on the weights and the
+    constant buffers. In training mode they are recomputed on every call (gradients reach the U-Net
+    and the pos stem). In eval mode the first call computes them and stores *detached* copies; later
+    eval calls reuse them (method.md §5.3 "forward_once"). The cache is dropped by :meth:`clear_cache`,
+    :meth:`set_inputs`, ``train()`` / ``eval()``, ``load_state_dict`` and on a device/dtype change.
+    Call :meth:`clear_cache` yourself if you modify weights while staying in eval mode.
+    """
+
+    def __init__(self, uv_size: int = 256, n_expr: int = 100, n_pose: int = 15, n_trans: int = 3,
+                 num_regions: int = 4, out_channels: int = OFFSET_CHANNELS):
+        super().__init__()
+        for name, v in (("uv_size", uv_size), ("n_expr", n_expr), ("n_pose", n_pose), ("n_trans", n_trans),
+                        ("num_regions", num_regions), ("out_channels", out_channels)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        self.uv_size, self.n_expr, self.n_pose, self.n_trans = uv_size, n_expr, n_pose, n_trans
+        self.num_regions, self.out_channels = num_regions, out_channels
+        S, R = uv_size, num_regions
+
+        self.fourier = FourierEncoder()
+        fch = self.fourier.out_channels(3)  # 39
+
+        # §5.3 image encoder
+        self.image_encoder = UNetEncoder(3)
+        # §5.2 stems
+        self.pos_stem = nn.Sequential(_conv3(fch, 64), nn.ReLU(inplace=True))
+        self.disp_stem = nn.Sequential(_conv3(fch, 64), nn.ReLU(inplace=True))
+        # §5.4 condition embeddings
+        self.expr_embed = nn.Linear(n_expr, 96)
+        self.pose_embed = nn.Linear(n_pose, 16)
+        self.trans_embed = nn.Linear(n_trans, 16)
+        # §5.5 global decoder
+        self.global_decoder = nn.Sequential(
+            _conv3(64 + 64 + 96 + 16 + 16, 256), nn.ReLU(inplace=True),
+            _conv3(256, 128), nn.ReLU(inplace=True),
+        )
+        # §5.6 local decoder (one weight set shared by all regions)
+        self.local_expr_embed = nn.Linear(n_expr, 64)
+        self.local_decoder = nn.Sequential(
+            _conv3(64 + 64 + 64, 64), nn.ReLU(inplace=True),
+            _conv3(64, 64), nn.ReLU(inplace=True),
+            _conv1(64, 64),
+        )
+        # §5.7 fusion head
+        self.fusion = nn.Sequential(
+            _conv3(128 + 64 * R, 128), nn.ReLU(inplace=True),
+            _conv3(128, 64), nn.ReLU(inplace=True),
+            _conv1(64, out_channels),
+        )
+
+        self.register_buffer("ref_image", torch.zeros(1, 3, S, S))
+        self.register_buffer("uv_pos", torch.zeros(1, 3, S, S))
+        self.register_buffer("region_masks", torch.zeros(1, R, S, S))
+        self._inputs_set = False
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.reset_parameters()
+
+    # ---- initialisation -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reset_parameters(self, std: float = 0.01) -> None:
+        """Method.md §5.8: every Conv2d and Linear weight ~ N(0, std²) (std = 0.01), biases 0."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(m.weight, 0.0, std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.clear_cache()
+
+    # ---- constant inputs ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def set_inputs(self, ref_image: torch.Tensor, uv_pos: torch.Tensor, region_masks: torch.Tensor) -> None:
+        """Set the constant buffers Img_r, UV_pos and the region masks (method.md §5.1).
+
+        Args:
+            ref_image: [3,H,W] or [1,3,H,W] float RGB in [0,1], any H, W; resized to S×S with
+                bilinear interpolation and antialiasing (``F.interpolate(..., antialias=True)``) if
+                its size is not S×S.
+            uv_pos: [3,S,S] or [1,3,S,S] float UV position map (§4.2).
+            region_masks: [R,S,S] or [1,R,S,S] float masks in [0,1], ordered eye_region, nose, lips,
+                forehead (R = num_regions).
+        The values are copied into the buffers (their dtype/device is kept). Clears the cache.
+
+        Raises:
+            ValueError: naming the argument, for a wrong shape, a non-float dtype, non-finite values,
+                or values outside [0,1] (ref_image, region_masks).
+        """
+        S, R = self.uv_size, self.num_regions
+
+        def batched(x, name, c, size):
+            if isinstance(x, torch.Tensor) and x.ndim == 3:
+                x = x[None]
+            _check(x, name, (1, c, size, size) if size is not None else (1, c, None, None))
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(f"{name}: contains NaN or inf")
+            return x
+
+        ref = batched(ref_image, "ref_image", 3, None)
+        pos = batched(uv_pos, "uv_pos", 3, S)
+        masks = batched(region_masks, "region_masks", R, S)
+        for name, t in (("ref_image", ref), ("region_masks", masks)):
+            if bool((t < 0).any()) or bool((t > 1).any()):
+                raise ValueError(f"{name}: values must lie in [0, 1]")
+        ref = ref.to(device=self.ref_image.device, dtype=self.ref_image.dtype)
+        if ref.shape[-2:] != (S, S):
+            ref = F.interpolate(ref, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
+            ref = ref.clamp(0.0, 1.0)
+        self.ref_image.copy_(ref)
+        self.uv_pos.copy_(pos)
+        self.region_masks.copy_(masks)
+        self._inputs_set = True
+        self.clear_cache()
+
+    # ---- cache ----------------------------------------------------------------------------------
+
+    def clear_cache(self) -> None:
+        """Drop the cached (d3, uv_feat); the next forward recomputes them."""
+        self._cache = None
+
+    def train(self, mode: bool = True):
+        self.clear_cache()  # weights may change while training; start every eval phase afresh
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.clear_cache()  # .to(), .cuda(), .double(), ...
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "ref_image" in state_dict and prefix + "uv_pos" in state_dict:
+            self._inputs_set = True
+        self.clear_cache()
+
+    def constant_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d3 [1,64,S,S], uv_feat [1,64,S,S]) from the constant buffers (method.md §5.2–§5.3).
+
+        Recomputed (with autograd) in training mode or when no cache exists; in eval mode the result
+        is cached detached and reused until the cache is cleared.
+        Raises:
+            RuntimeError: if :meth:`set_inputs` was never called (and no state dict was loaded).
+        """
+        if not self._inputs_set:
+            raise RuntimeError("UVNetwork: call set_inputs(ref_image, uv_pos, region_masks) before forward")
+        if not self.training and self._cache is not None:
+            d3, uv_feat = self._cache
+            if d3.device == self.ref_image.device and d3.dtype == self.ref_image.dtype:
+                return d3, uv_feat
+        d3 = self.image_encoder(self.ref_image)
+        uv_feat = self.pos_stem(self.fourier(self.uv_pos))
+        if not self.training:
+            self._cache = (d3.detach(), uv_feat.detach())
+        return d3, uv_feat
+
+    # ---- forward --------------------------------------------------------------------------------
+
+    def forward(self, uv_disp: torch.Tensor, expr: torch.Tensor, pose: torch.Tensor,
+                trans: torch.Tensor) -> torch.Tensor:
+        """Predict the raw offset map O (method.md §5.5–§5.7).
+
+        Args:
+            uv_disp: [B,3,S,S] UV displacement map of frame t (§4.3).
+            expr: [B,n_expr] FLAME expression coefficients.
+            pose: [B,n_pose] = concat[neck(3), jaw(3), eyes(6), global rotation(3)], axis-angle
+                radians (see :func:`network_pose`; not FLAME's order).
+            trans: [B,n_trans] FLAME translation (metres).
+            All must share the buffers' dtype and device.
+        Returns:
+            O: [B,out_channels,S,S] raw (pre-activation) offsets; activate per Gaussian after the UV
+            lookup with :func:`activate_offsets`.
+        Raises:
+            ValueError: naming the argument for a wrong shape / batch size / dtype / device.
+            RuntimeError: if the constant inputs were never set.
+        """
+        S, R = self.uv_size, self.num_regions
+        _check(uv_disp, "uv_disp", (None, 3, S, S))
+        B = uv_disp.shape[0]
+        _check(expr, "expr", (B, self.n_expr))
+        _check(pose, "pose", (B, self.n_pose))
+        _check(trans, "trans", (B, self.n_trans))
+        ref = self.ref_image
+        for name, t in (("uv_disp", uv_disp), ("expr", expr), ("pose", pose), ("trans", trans)):
+            if t.device != ref.device or t.dtype != ref.dtype:
+                raise ValueError(f"{name}: expected {ref.dtype} on {ref.device} like the network, "
+                                 f"got {t.dtype} on {t.device}")
+
+        d3, uv_feat = self.constant_features()  # [1,64,S,S] each
+        d3 = d3.expand(B, -1, -1, -1)
+        uv_feat = uv_feat.expand(B, -1, -1, -1)
+        disp_feat = self.disp_stem(self.fourier(uv_disp))  # [B,64,S,S]
+
+        def bcast(v: torch.Tensor) -> torch.Tensor:
+            return v[:, :, None, None].expand(-1, -1, S, S)
+
+        # §5.4 + §5.5 global branch
+        e_expr = F.relu(self.expr_embed(expr))
+        e_pose = F.relu(self.pose_embed(pose))
+        e_trans = F.relu(self.trans_embed(trans))
+        g = self.global_decoder(torch.cat([d3, uv_feat, bcast(e_expr), bcast(e_pose), bcast(e_trans)], 1))
+
+        # §5.6 local branch: all regions in one batched pass through the shared weights
+        local = self.local_branch(disp_feat, d3, expr)  # [B,R,64,S,S]
+
+        # §5.7 fusion head
+        return self.fusion(torch.cat([g, local.reshape(B, R * 64, S, S)], 1))
+
+    def local_branch(self, disp_feat: torch.Tensor, d3: torch.Tensor, expr: torch.Tensor) -> torch.Tensor:
+        """Local decoder Φ_l for every region (method.md §5.6), shared weights.
+
+        For mask m_r: x = cat[disp_feat ⊙ m, d3 ⊙ m, ReLU(Linear(expr)) (unmasked)] (192 ch) →
+        Conv3+ReLU, Conv3+ReLU, Conv1 → output ⊙ m_r.
+
+        Args: disp_feat [B,64,S,S], d3 [B,64,S,S], expr [B,n_expr].
+        Returns: [B,R,64,S,S]; entry r is exactly zero wherever region_masks[r] == 0.
+        """
+        B, _, S, _ = disp_feat.shape
+        R = self.num_regions
+        m = self.region_masks.to(disp_feat.dtype)[0][None, :, None]  # [1,R,1,S,S]
+        e_loc = F.relu(self.local_expr_embed(expr))[:, None, :, None, None].expand(B, R, -1, S, S)
+        x = torch.cat([disp_feat[:, None] * m, d3[:, None] * m, e_loc], dim=2)  # [B,R,192,S,S]
+        y = self.local_decoder(x.reshape(B * R, 192, S, S)).reshape(B, R, 64, S, S)
+        return y * m
+
+    def extra_repr(self) -> str:
+        return (f"uv_size={self.uv_size}, n_expr={self.n_expr}, n_pose={self.n_pose}, n_trans={self.n_trans}, "
+                f"num_regions={self.num_regions}, out_channels={self.out_channels}")
+
+
+# --------------------------------------------------------------------------------------------------
+# §5.9 offset activations
+# --------------------------------------------------------------------------------------------------
+
+_SMALL_ANGLE_SQ = 1e-6  # θ² below which the Taylor series is used (θ < 1e-3 rad)
+
+
+def axis_angle_to_quat(aa: torch.Tensor) -> torch.Tensor:
+    """Axis-angle [...,3] (radians, axis·angle) → unit quaternion [...,4] (w,x,y,z).
+
+    q = (cos(θ/2), aa · sin(θ/2)/θ) with θ = |aa|. Both factors are even functions of θ and are
+    computed from θ² only: for θ² < 1e-6 by their Taylor series (cos(θ/2) = 1 − θ²/8 + θ⁴/384,
+    sin(θ/2)/θ = ½ − θ²/48 + θ⁴/3840; truncation error < 1e-19), otherwise exactly with a guarded
+    sqrt. So the map is smooth everywhere, q ≈ (1, aa/2) for tiny angles and gradients are finite
+    (no NaN) at exactly aa = 0. |q| = 1 up to rounding. No sign canonicalisation (w may be < 0 for
+    θ > π), which keeps the map continuous.
+
+    Raises:
+        ValueError: if `aa` is not a floating tensor with last dimension 3.
+    """
+    if not isinstance(aa, torch.Tensor) or aa.ndim < 1 or aa.shape[-1] != 3 or not aa.is_floating_point():
+        desc = f"{list(aa.shape)} {aa.dtype}" if isinstance(aa, torch.Tensor) else type(aa).__name__
+        raise ValueError(f"aa: expected a floating tensor of shape [...,3], got {desc}")
+    t2 = (aa * aa).sum(-1, keepdim=True)
+    small = t2 < _SMALL_ANGLE_SQ
+    t2_safe = torch.where(small, torch.ones_like(t2), t2)
+    t = torch.sqrt(t2_safe)
+    half = 0.5 * t
+    w_big, s_big = torch.cos(half), torch.sin(half) / t
+    w_small = 1.0 - t2 / 8.0 + t2 * t2 / 384.0
+    s_small = 0.5 - t2 / 48.0 + t2 * t2 / 3840.0
+    w = torch.where(small, w_small, w_big)
+    s = torch.where(small, s_small, s_big)
+    return torch.cat([w, aa * s], dim=-1)
+
+
+def activate_offsets(raw: torch.Tensor) -> dict:
+    """Activate raw per-Gaussian offsets (method.md §5.9).
+
+    Args:
+        raw: [...,13] raw offsets (e.g. the [B,N,13] result of ``lookup_uv`` on the map O), any
+            float dtype/device.
+    Returns:
+        dict of tensors (same dtype/device, leading shape ``...``):
+          ``delta_means``     [...,3] δμ = 0.1·tanh(raw[0:3]), world units (FLAME metres), in (−0.1, 0.1);
+          ``delta_scales``    [...,3] δs = exp(raw[3:6]), multiplier, > 0 (1 = identity);
+          ``delta_axis_angle``[...,3] π·tanh(raw[6:9]), radians, each component in (−π, π);
+          ``delta_quats``     [...,4] unit quaternion (w,x,y,z) of that axis-angle;
+          ``delta_sh_dc``     [...,3] δc = 0.7·tanh(raw[9:12]), SH-DC units, in (−0.7, 0.7);
+          ``delta_opacities`` [...]   δα = 0.5·tanh(raw[12]), in (−0.5, 0.5);
+          ``packed``          [...,14] cat[δμ(0:3), δs(3:6), q_δ(6:10), δc(10:13), δα(13)].
+        (exp can overflow to inf for raw ≳ 88 in float32; that is the activation as specified.)
+    Raises:
+        ValueError: if the last dimension is not 13 or raw is not a floating tensor.
+    """
+    if not isinstance(raw, torch.Tensor) or raw.ndim < 1 or raw.shape[-1] != OFFSET_CHANNELS:
+        shape = list(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
+        raise ValueError(f"raw: expected shape [...,{OFFSET_CHANNELS}], got {shape}")
+    _check(raw, "raw", tuple([None] * raw.ndim))
+    d_mu = OffsetActivation.POSITION_SCALE * torch.tanh(raw[..., 0:3])
+    d_s = torch.exp(raw[..., 3:6])
+    aa = OffsetActivation.ROTATION_SCALE * torch.tanh(raw[..., 6:9])
+    q = axis_angle_to_quat(aa)
+    d_c = OffsetActivation.COLOR_SCALE * torch.tanh(raw[..., 9:12])
+    d_a = OffsetActivation.OPACITY_SCALE * torch.tanh(raw[..., 12:13])
+    return {
+        "delta_means": d_mu,
+        "delta_scales": d_s,
+        "delta_axis_angle": aa,
+        "delta_quats": q,
+        "delta_sh_dc": d_c,
+        "delta_opacities": d_a[..., 0],
+        "packed": torch.cat([d_mu, d_s, q, d_c, d_a], dim=-1),
+    }
+
+
+def unpack_offsets(packed: torch.Tensor) -> dict:
+    """Split a packed [...,14] activated offset vector (method.md §5.9 "final slot") into the dict
+    keys of :func:`activate_offsets` (without ``delta_axis_angle``). Raises ValueError on a bad shape."""
+    if not isinstance(packed, torch.Tensor) or packed.ndim < 1 or packed.shape[-1] != PACKED_CHANNELS:
+        shape = list(packed.shape) if isinstance(packed, torch.Tensor) else type(packed).__name__
+        raise ValueError(f"packed: expected shape [...,{PACKED_CHANNELS}], got {shape}")
+    return {
+        "delta_means": packed[..., 0:3],
+        "delta_scales": packed[..., 3:6],
+        "delta_quats": packed[..., 6:10],
+        "delta_sh_dc": packed[..., 10:13],
+        "delta_opacities": packed[..., 13],
+        "packed": packed,
+    }
+
+
+class OffsetActivation(nn.Module):
+    """Module form of :func:`activate_offsets` (method.md §5.9); parameter-free.
+
+    Class constants: POSITION_SCALE = 0.1 (metres), ROTATION_SCALE = π (radians per axis-angle
+    component), COLOR_SCALE = 0.7 (SH-DC units), OPACITY_SCALE = 0.5.
+    ``forward(raw [...,13]) -> dict`` exactly as :func:`activate_offsets`.
+    """
+
+    POSITION_SCALE = 0.1
+    ROTATION_SCALE = math.pi
+    COLOR_SCALE = 0.7
+    OPACITY_SCALE = 0.5
+
+    def forward(self, raw: torch.Tensor) -> dict:
+        return activate_offsets(raw)
+
+
+# --------------------------------------------------------------------------------------------------
+# §6 final parameters θ*
+# --------------------------------------------------------------------------------------------------
+
+def compose_final(coarse: Mapping[str, torch.Tensor], offsets) -> dict:
+    """Compose the coarse parameters θ̃ with the activated offsets δ into θ* (method.md §6).
+
+    Args:
+        coarse: dict with
+            ``means`` [N,3] μ̃ world (metres), ``scales`` [N,3] s̃ (world, post-exp),
+            ``quats`` [N,4] r̃ (w,x,y,z), ``sh`` [N,K,3] SH coefficients (DC = sh[:,0]),
+            ``opacities`` [N] α̃ in [0,1]. Other keys are passed through unchanged.
+        offsets: the dict returned by :func:`activate_offsets` for one batch element (leading shape
+            [N]), or a packed [N,14] tensor.
+    Returns:
+        dict with the same keys as `coarse`:
+            means     = μ̃ + δμ                       (world-space addition, not rotated; §15 item 6)
+            scales    = s̃ ⊙ δs
+            quats     = normalize(q_δ ⊗ r̃)           (Hamilton product; r̃ applied first, then q_δ)
+            sh        = sh with sh[:,0] + δc          (higher bands untouched; not in place)
+            opacities = clamp(α̃ + δα, 0, 1)
+        Differentiable w.r.t. both inputs (the clamp has zero gradient where it is active).
+    Raises:
+        ValueError: naming the key for a missing entry, a wrong shape or a mismatched N.
+    """
+    if isinstance(offsets, torch.Tensor):
+        offsets = unpack_offsets(offsets)
+    for key in ("means", "scales", "quats", "sh", "opacities"):
+        if key not in coarse:
+            raise ValueError(f"coarse: missing key {key!r}")
+    for key in ("delta_means", "delta_scales", "delta_quats", "delta_sh_dc", "delta_opacities"):
+        if key not in offsets:
+            raise ValueError(f"offsets: missing key {key!r}")
+    means = _check(coarse["means"], "coarse['means']", (None, 3))
+    N = means.shape[0]
+    scales = _check(coarse["scales"], "coarse['scales']", (N, 3))
+    quats = _check(coarse["quats"], "coarse['quats']", (N, 4))
+    sh = _check(coarse["sh"], "coarse['sh']", (N, None, 3))
+    if sh.shape[1] < 1:
+        raise ValueError("coarse['sh']: needs at least the DC band (K >= 1)")
+    opac = _check(coarse["opacities"], "coarse['opacities']", (N,))
+    d_mu = _check(offsets["delta_means"], "offsets['delta_means']", (N, 3))
+    d_s = _check(offsets["delta_scales"], "offsets['delta_scales']", (N, 3))
+    d_q = _check(offsets["delta_quats"], "offsets['delta_quats']", (N, 4))
+    d_c = _check(offsets["delta_sh_dc"], "offsets['delta_sh_dc']", (N, 3))
+    d_a = _check(offsets["delta_opacities"], "offsets['delta_opacities']", (N,))
+
+    q = quat_multiply(d_q, quats)
+    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    out = dict(coarse)
+    out.update(
+        means=means + d_mu,
+        scales=scales * d_s,
+        quats=q,
+        sh=torch.cat([sh[:, :1] + d_c[:, None], sh[:, 1:]], dim=1),
+        opacities=(opac + d_a).clamp(0.0, 1.0),
+    )
+    return out

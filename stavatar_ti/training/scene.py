@@ -1,0 +1,159 @@
+"""Everything a training run holds: data, head model, parameter table, avatar, UV network and UV
+machinery, and the per-frame render of θ* (method.md Sec. 1, steps 1-8)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import rasterize
+from ..avatar import GaussianAvatar
+from ..data import load_dataset
+from ..flame import FlameModel
+from ..flame.open_head import make_open_head
+from ..flame_table import FlameTable
+from ..network import UVNetwork, activate_offsets, compose_final, network_pose
+from ..uv import (lookup_uv, rasterize_uv, sample_gaussian_uvs, uv_displacement_map, uv_position_map,
+                  uv_region_masks)
+
+REGIONS = ("eye_region", "nose", "lips", "forehead")
+
+
+@dataclass
+class View:
+    """A camera and its ground truth at the training resolution."""
+
+    timestep: int
+    viewmat: torch.Tensor  # [4,4]
+    K: torch.Tensor        # [3,3]
+    width: int
+    height: int
+    image: torch.Tensor    # [3,H,W] uint8 (CHW), decoded lazily into float when used
+
+
+def build_head_model(cfg) -> FlameModel:
+    """The head model named by cfg.model.head_model ("open_head" or a FLAME file path)."""
+    m = cfg.model
+    if m.head_model == "open_head":
+        return FlameModel(make_open_head(), n_shape=m.n_shape, n_expr=m.n_expr, add_teeth=m.add_teeth,
+                          source="open_head")
+    return FlameModel.from_file(m.head_model, n_shape=m.n_shape, n_expr=m.n_expr, add_teeth=m.add_teeth,
+                                uv_obj=m.uv_obj)
+
+
+def load_views(frames, scale: float, background) -> list[View]:
+    """Decode every frame once (uint8, CHW), resized by `scale` with K scaled to match."""
+    views = []
+    for f in frames:
+        img = torch.from_numpy(f.load_image(background)).permute(2, 0, 1)
+        K = torch.as_tensor(f.K, dtype=torch.float32).clone()
+        w, h = f.width, f.height
+        if scale != 1.0:
+            h, w = max(1, round(f.height * scale)), max(1, round(f.width * scale))
+            img = F.interpolate(img[None], size=(h, w), mode="area")[0]
+            K[0] *= w / f.width
+            K[1] *= h / f.height
+        views.append(View(f.timestep, torch.as_tensor(f.viewmat, dtype=torch.float32), K, w, h,
+                          (img.clamp(0, 1) * 255).round().to(torch.uint8)))
+    return views
+
+
+class Scene(torch.nn.Module):
+    """Data + models of one run. Parameters live in `avatar`, `table` and `network`."""
+
+    def __init__(self, cfg, data_root, device: torch.device, generator: torch.Generator):
+        super().__init__()
+        self.cfg = cfg
+        self.device = device
+        self.dataset = load_dataset(data_root)
+        splits = self.dataset.splits
+        if not splits.get("train"):
+            raise ValueError(f"{data_root}: the dataset has no training frames")
+        bg = cfg.train.background
+        self.train_views = load_views(splits["train"], cfg.train.image_scale, bg)
+        test = splits.get("test", [])
+        if cfg.train.max_test_frames is not None:
+            test = test[: cfg.train.max_test_frames]
+        self.test_views = load_views(test, cfg.train.image_scale, bg)
+        self.flame = build_head_model(cfg).to(device)
+        m = cfg.model
+        self.table = FlameTable(self.dataset.frames, m.n_shape, m.n_expr,
+                                use_static_offset=not m.disable_static_offset).to(device)
+        self.avatar = GaussianAvatar(self.flame.faces.shape[0], m.sh_degree, m.init_opacity, generator).to(device)
+        self.soft = m.binding == "soft"
+        self.network = None
+        if self.soft:
+            self._setup_uv(generator)
+
+    # ---------------------------------------------------------------- UV machinery (soft binding)
+    def _setup_uv(self, generator) -> None:
+        m, fl = self.cfg.model, self.flame
+        if fl.uv_coords is None:
+            raise ValueError("model.head_model: soft binding needs a UV layout (vt/ft in the model, or model.uv_obj)")
+        self.uv_raster = rasterize_uv(fl.uv_coords, fl.uv_faces, m.uv_size)
+        self.uv_raster_culled = rasterize_uv(fl.uv_coords, fl.uv_faces, m.uv_size, cull_backfaces=True)
+        t0 = min(v.timestep for v in self.train_views)
+        with torch.no_grad():
+            verts0 = self.posed_vertices(t0)
+        uv_pos = uv_position_map(verts0, fl.faces, self.uv_raster)
+        regions = {k: fl.regions.get(k, torch.zeros(0, dtype=torch.long)) for k in REGIONS}
+        masks = uv_region_masks(regions, fl.faces, self.uv_raster, fl.num_vertices)
+        ref = next(v for v in self.train_views if v.timestep == t0).image.float()[None] / 255.0
+        self.network = UVNetwork(uv_size=m.uv_size, n_expr=m.n_expr).to(self.device)
+        self.network.set_inputs(ref.to(self.device), uv_pos,
+                                torch.stack([masks[k] for k in REGIONS])[None].float().to(self.device))
+        self.resample_uvs(generator)
+
+    def resample_uvs(self, generator) -> None:
+        """Hybrid UV sampling for all Gaussians (method.md Sec. 4.4); no-op for hard binding."""
+        if self.soft:
+            self.avatar.uvs = sample_gaussian_uvs(self.avatar.binding, self.uv_raster_culled, self.flame.uv_coords,
+                                                  self.flame.uv_faces, generator=generator).to(self.device)
+
+    # ---------------------------------------------------------------- per-frame forward
+    def posed_vertices(self, timestep: int, params: dict | None = None) -> torch.Tensor:
+        p = self.table.row(timestep) if params is None else params
+        return self.flame(**p)
+
+    def gaussians(self, timestep: int, params: dict | None = None) -> tuple[dict, dict | None]:
+        """θ* of one frame and the activated offsets (None for hard binding)."""
+        p = self.table.row(timestep) if params is None else params
+        verts = self.flame(**p)
+        coarse = self.avatar.coarse(self.flame.triangle_frames(verts))
+        if not self.soft:
+            return coarse, None
+        disp = uv_displacement_map(verts, self.flame.faces, self.uv_raster, self.network.uv_pos)
+        pose = network_pose(p["rotation"], p["neck_pose"], p["jaw_pose"], p["eyes_pose"])
+        omap = self.network(disp, p["expr"], pose, p["translation"])
+        q = self.cfg.quirks
+        raw = lookup_uv(omap, self.avatar.uvs, flip_v=q.uv_lookup_flip_v, align_corners=q.uv_align_corners)[0]
+        offsets = activate_offsets(raw)
+        return compose_final(coarse, offsets), offsets
+
+    def render(self, view: View, sh_degree: int, params: dict | None = None):
+        """Rasterize θ* of `view`'s timestep. Returns (RasterOutput, gaussians, offsets)."""
+        g, offsets = self.gaussians(view.timestep, params)
+        out = rasterize(g["means"], g["quats"], g["scales"], g["opacities"], sh=g["sh"], sh_degree=sh_degree,
+                        viewmat=view.viewmat.to(self.device), K=view.K.to(self.device), width=view.width,
+                        height=view.height, background=torch.tensor(self.cfg.train.background, device=self.device,
+                                                                   dtype=torch.float32))
+        return out, g, offsets
+
+    def canonical_params(self) -> dict:
+        """Neutral expression and pose, no translation, the sequence's shape (for the .ply export)."""
+        p = {k: torch.zeros_like(v) for k, v in self.table.row(0).items() if torch.is_tensor(v)}
+        p["shape"] = self.table.shape
+        p["static_offset"] = self.table.static_offset
+        return p
+
+    def image_float(self, view: View) -> torch.Tensor:
+        return view.image.to(self.device).float() / 255.0
+
+    def num_train_timesteps(self) -> int:
+        return len(self.train_views)
+
+    def train_timesteps(self) -> np.ndarray:
+        return np.array([v.timestep for v in self.train_views])
