@@ -10,8 +10,11 @@ docstring states its math and shapes. One module per op family:
     binning     depth keys, tile intersection lists, tile ranges
     rasterize   tile compositing with per-Gaussian statistics (forward, backward)
     uv_raster   UV-layout rasterisation (face id + barycentrics per texel)
+    error_gather  per-Gaussian fused perceptual error (integral image + window gather)
+    density_stats  Temporal ADC statistics in sparse fields (pointer + bitmasked SNodes)
 """
 
-from . import binning, common, projection, rasterize, scan, sh, sort, uv_raster
+from . import binning, common, density_stats, error_gather, projection, rasterize, scan, sh, sort, uv_raster
 
-__all__ = ["binning", "common", "projection", "rasterize", "scan", "sh", "sort", "uv_raster"]
+__all__ = ["binning", "common", "density_stats", "error_gather", "projection", "rasterize", "scan", "sh", "sort",
+           "uv_raster"]

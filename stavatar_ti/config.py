@@ -70,6 +70,19 @@ class DensifyConfig:
     percent_dense: float = 0.01
     min_opacity: float = 0.01
     max_gaussians: int = 200_000
+    # Temporal ADC (method.md Sec. 10)
+    epochs_per_cluster: int = 5          # N - M
+    densify_epoch: int = 3               # densify at the first iteration of this epoch of each cluster
+    final_epochs: int = 1                # M: all-frames refinement at the end
+    k_min: int = 5
+    k_max: int = 12
+    pca_components: int = 12
+    lambda_fpe: float = 0.2
+    fpe_formula: str = "code"            # "code" (official; thresholds below are in its units) or "paper"
+    clone_error_threshold: float = 1e-3
+    clone_max: int = 2500
+    burst_k: int = 500
+    clone_noise: float = 0.05            # local position std (x exp(sigma)) and SH noise std
 
 
 @dataclass
@@ -91,6 +104,7 @@ class QuirksConfig:
     uv_lookup_flip_v: bool = False     # official: True (mirrored UV lookup, Sec. 4.5)
     uv_align_corners: bool = False     # official: True (grid_sample align_corners)
     lpips_input_range: str = "[-1,1]"  # official: "[0,1]" (kiui feed without rescaling)
+    cluster_index_mode: str = "timestep"  # official: "shuffled_index" (cluster lists index a shuffled list)
 
 
 @dataclass
@@ -173,7 +187,8 @@ def validate(cfg: Config) -> None:
     """Cross-field checks. Raises ConfigError naming the key."""
     choices = {"model.binding": ("soft", "hard"), "densify.densifier": ("vanilla", "temporal"),
                "train.device": ("auto", "cpu", "cuda"), "quirks.lpips_input_range": ("[-1,1]", "[0,1]"),
-               "loss.lpips_net": ("vgg", "alex")}
+               "loss.lpips_net": ("vgg", "alex"), "densify.fpe_formula": ("code", "paper"),
+               "quirks.cluster_index_mode": ("timestep", "shuffled_index")}
     for key, allowed in choices.items():
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) not in allowed:

@@ -105,3 +105,23 @@ def scene_extent_from_cameras(viewmats: torch.Tensor) -> float:
     R, t = viewmats[:, :3, :3], viewmats[:, :3, 3]
     centres = -(R.transpose(1, 2) @ t[..., None])[..., 0]
     return 1.1 * float((centres - centres.mean(0)).norm(dim=-1).max())
+
+
+def apply_densify(avatar: GaussianAvatar, optimizer, clone_ids: torch.Tensor, cloned: dict, split_ids: torch.Tensor,
+                  children: dict, min_opacity: float) -> dict:
+    """Append clones and split children, remove the split parents and the Gaussians whose base
+    opacity is below `min_opacity` (the new ones are exempt this time; every face keeps one).
+
+    Returns counts {"cloned", "split", "pruned"} (pruned excludes the removed split parents).
+    """
+    n0 = avatar.num_gaussians
+    n_children = children["xyz"].shape[0] // max(1, split_ids.numel())
+    new = {k: torch.cat([cloned[k], children[k]], 0) for k in cloned}
+    new_binding = torch.cat([avatar.binding[clone_ids], avatar.binding[split_ids].repeat(n_children)])
+    append(avatar, optimizer, new, new_binding)
+    remove = torch.zeros(avatar.num_gaussians, dtype=torch.bool, device=avatar.xyz.device)
+    remove[split_ids] = True
+    remove[:n0] |= torch.sigmoid(avatar.opacity.detach()[:n0]) < min_opacity
+    removed = prune(avatar, optimizer, remove)
+    return {"cloned": int(clone_ids.numel()), "split": int(split_ids.numel()),
+            "pruned": max(0, removed - int(split_ids.numel()))}

@@ -68,9 +68,11 @@ class Trainer:
         self.optimizer = self._gaussian_optimizer()
         self.net_optimizer = (torch.optim.Adam(self.scene.network.parameters(), lr=cfg.optim.network_lr)
                               if self.scene.network is not None else None)
-        self.densifier = VanillaADC(cfg.densify, self.extent)
+        self.densifier = self._make_densifier()
+        self.plan = self.densifier.plan(self.scene.train_views, self.total, self.gen)
+        self.total = len(self.plan)
         self.iteration = 0
-        self.order: list[int] = []
+        self.window = None
         self.nan_steps = 0
         self.train_seconds = 0.0
         self.lpips = None
@@ -87,6 +89,12 @@ class Trainer:
         # opens the split size gate (method.md Sec. 9, quirk 3); use a head-sized nominal extent
         # instead unless optim.scene_extent = 0 asks for the official behaviour
         return computed if computed > 1e-6 else 1.0
+
+    def _make_densifier(self):
+        if self.cfg.densify.densifier == "temporal":
+            from ..temporal import TemporalADC
+            return TemporalADC(self.cfg.densify, self.cfg.quirks, self.extent, self.scene.table, self.device)
+        return VanillaADC(self.cfg.densify, self.extent)
 
     def _gaussian_optimizer(self) -> torch.optim.Adam:
         o, a, t = self.cfg.optim, self.scene.avatar, self.scene.table
@@ -108,12 +116,6 @@ class Trainer:
         for g in self.optimizer.param_groups:
             if g["name"] == "xyz":
                 g["lr"] = lr
-
-    def _next_view(self):
-        if not self.order:
-            perm = torch.randperm(len(self.scene.train_views), generator=self.gen).tolist()
-            self.order = perm
-        return self.scene.train_views[self.order.pop()]
 
     # ------------------------------------------------------------------ one iteration
     def loss_terms(self, view, out, g, offsets) -> dict:
@@ -140,9 +142,13 @@ class Trainer:
 
     def step(self) -> dict:
         """One training iteration (method.md Sec. 9 order: backward, densify, step, zero grads)."""
+        plan = self.plan[self.iteration]
         self.iteration += 1
         self._update_lr()
-        view = self._next_view()
+        if plan.window != self.window:
+            self.window = plan.window
+            self.densifier.start_window(plan.window)
+        view = self.scene.train_views[plan.view]
         sh_degree = min(self.cfg.model.sh_degree, (self.iteration - 1) // self.cfg.model.sh_degree_interval)
         out, g, offsets = self.scene.render(view, sh_degree)
         out.means2d.retain_grad()
@@ -157,11 +163,13 @@ class Trainer:
             return {"loss": float("nan")}
         self.nan_steps = 0
         loss.backward()
-        self.densifier.accumulate(self.scene.avatar, out.means2d.grad, out.radii, view.width, view.height,
-                                  {"pixel_count": out.pixel_count, "blend_weight": out.blend_weight})
+        if plan.accumulate:
+            self.densifier.accumulate(plan.window, self.scene.avatar, out, out.means2d.grad,
+                                      out.image.detach().permute(2, 0, 1), self.scene.image_float(view),
+                                      view.width, view.height)
         densified = None
-        if self.densifier.should_densify(self.iteration):
-            densified = self.densifier.densify(self.scene.avatar, self.optimizer, g["scales"], self.gen)
+        if plan.densify:
+            densified = self.densifier.densify(plan.window, self.scene.avatar, self.optimizer, g["scales"], self.gen)
             self.scene.resample_uvs(self.gen)
         else:
             self.optimizer.step()
@@ -231,8 +239,8 @@ class Trainer:
             "network": self.scene.network.state_dict() if self.scene.network is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "net_optimizer": self.net_optimizer.state_dict() if self.net_optimizer is not None else None,
-            "generator": self.gen.get_state(), "order": list(self.order), "train_seconds": self.train_seconds,
-            "densifier": {"grad_accum": self.densifier.grad_accum, "denom": self.densifier.denom},
+            "generator": self.gen.get_state(), "window": self.window, "train_seconds": self.train_seconds,
+            "densifier": self.densifier.state(),
             "history": self.history,
         }
 
@@ -250,9 +258,9 @@ class Trainer:
         self.optimizer = self._gaussian_optimizer()
         self.optimizer.load_state_dict(ck["optimizer"])
         self.gen.set_state(ck["generator"])
-        self.iteration, self.order = ck["iteration"], list(ck["order"])
+        self.iteration, self.window = ck["iteration"], ck["window"]
         self.train_seconds = ck["train_seconds"]
-        self.densifier.grad_accum, self.densifier.denom = ck["densifier"]["grad_accum"], ck["densifier"]["denom"]
+        self.densifier.load_state(ck["densifier"])
         self.history = ck["history"]
 
     def checkpoint(self) -> Path:
