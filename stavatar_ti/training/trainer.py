@@ -20,8 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..avatar import PARAM_NAMES, write_ply
 from ..config import save_config, to_dict
 from ..densify import VanillaADC, scene_extent_from_cameras
-from ..losses import photometric_loss
-from ..metrics import psnr, ssim_metric
+from ..losses import lpips_loss, photometric_loss
+from ..metrics import lpips_metric, psnr, ssim_metric
 from .checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from .scene import Scene
 
@@ -75,7 +75,6 @@ class Trainer:
         self.window = None
         self.nan_steps = 0
         self.train_seconds = 0.0
-        self.lpips = None
         self.history: list[dict] = []
 
     # ------------------------------------------------------------------ setup
@@ -124,7 +123,8 @@ class Trainer:
         gt = self.scene.image_float(view)
         terms = {"photo": photometric_loss(img, gt, lambda_dssim=c.lambda_dssim)}
         if c.lambda_lpips > 0 and self.iteration > c.lpips_start_fraction * self.total:
-            terms["lpips"] = c.lambda_lpips * self._lpips()(img[None], gt[None]).mean()
+            terms["lpips"] = c.lambda_lpips * lpips_loss(img[None], gt[None], net=c.lpips_net,
+                                                         lpips_input_range=self.cfg.quirks.lpips_input_range).mean()
         if offsets is not None:
             terms["offset_scale"] = c.lambda_offset_scale * (offsets["delta_scales"] - 1).abs().mean()
             terms["offset_color"] = c.lambda_offset_color * offsets["delta_sh_dc"].abs().mean()
@@ -133,12 +133,6 @@ class Trainer:
             local = torch.exp(self.scene.avatar.scaling[vis])
             terms["scale"] = c.lambda_scale * torch.relu(local - c.scale_threshold).norm(dim=-1).mean()
         return terms
-
-    def _lpips(self):
-        if self.lpips is None:
-            from ..lpips_offline import LPIPS
-            self.lpips = LPIPS(self.cfg.loss.lpips_net, input_range=self.cfg.quirks.lpips_input_range).to(self.device)
-        return self.lpips
 
     def step(self) -> dict:
         """One training iteration (method.md Sec. 9 order: backward, densify, step, zero grads)."""
@@ -206,7 +200,6 @@ class Trainer:
         views = self.scene.test_views
         if not views:
             return {}
-        from ..metrics import lpips_metric
         sh_degree = min(self.cfg.model.sh_degree, self.iteration // self.cfg.model.sh_degree_interval)
         scores = {"psnr": [], "ssim": [], "lpips": []}
         for i, view in enumerate(views):
@@ -215,7 +208,7 @@ class Trainer:
             gt = self.scene.image_float(view)
             scores["psnr"].append(float(psnr(img, gt)))
             scores["ssim"].append(float(ssim_metric(img, gt)))
-            lp = lpips_metric(img, gt)
+            lp = lpips_metric(img, gt, lpips_input_range=self.cfg.quirks.lpips_input_range)
             if lp is not None:
                 scores["lpips"].append(float(lp))
             if write_dir is not None:
