@@ -34,7 +34,9 @@ class FrameRecord:
     timestep: index into the sequence's parameter table; camera: camera index.
     params: head-model parameters of this timestep: shape [S], expr [E], rotation [3],
         neck_pose [3], jaw_pose [3], eyes_pose [6] (axis-angle, radians), translation [3] (metres),
-        optional static_offset [V,3]; float32 numpy arrays.
+        optional static_offset [V,3] and dynamic_offset [V,3] (VHAP, metres), optional eyelids [2]
+        (metrical-tracker eyelid blendshape weights); float32 numpy arrays, sizes as the tracker
+        stored them (the head model pads/truncates shape/expr). Frames of one timestep share one dict.
     mask_channel: channel of the mask file holding the foreground (0 for greyscale/RGB masks, 3 when
         the mask is the alpha channel of an RGBA file, e.g. INSTA's matted images).
     composite_mask: when True, `load_image` composites the image over `background` with the soft
@@ -141,6 +143,7 @@ class SequenceDataset:
 
     @property
     def frames(self) -> list:
+        """All FrameRecords, train then val then test (a frame listed in two splits appears twice)."""
         return [f for split in ("train", "val", "test") for f in self.splits.get(split, [])]
 
 
@@ -149,8 +152,13 @@ class SequenceDataset:
 # ----------------------------------------------------------------------------------------------
 
 def load_json(path: Path):
-    """Parse a JSON file (NaN/Infinity literals are accepted and later rejected as non-finite values).
+    """Parse a JSON file.
 
+    Args:
+        path: file. NaN/Infinity literals are accepted by the parser; the readers reject non-finite
+            values afterwards, naming the file.
+    Returns:
+        The decoded JSON value (dict, list, ...).
     Raises:
         DatasetError: missing file, unreadable file or malformed JSON.
     """
@@ -167,8 +175,10 @@ def load_json(path: Path):
 
 
 def image_size(path: Path) -> tuple:
-    """(width, height) of an image file from its header (the pixels are not decoded).
+    """Image size from the file header (PIL reads only the header; imageio decodes as a fallback).
 
+    Returns:
+        (width, height) as Python ints, in pixels.
     Raises:
         DatasetError: missing or unreadable file.
     """
@@ -189,7 +199,11 @@ def image_size(path: Path) -> tuple:
 
 
 def image_mode(path: Path) -> str | None:
-    """PIL mode string of an image file ("RGB", "RGBA", "L", ...) from its header, None if unknown."""
+    """PIL mode string of an image file ("RGB", "RGBA", "L", ...) read from its header.
+
+    Returns:
+        str, or None when PIL cannot open the file (no error: the pixels are checked on load).
+    """
     try:
         from PIL import Image
 
@@ -228,14 +242,22 @@ def as_float_array(value, path, what: str, shape=None, dtype=np.float32) -> np.n
 
 
 def natural_key(name: str):
-    """Sort key that orders "2" before "10" (digit runs compare as integers)."""
+    """Natural sort key: digit runs compare as integers, so "2" sorts before "10".
+
+    Returns:
+        list of str/int tokens (usable as a `sorted` key).
+    """
     import re
 
     return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", name)]
 
 
 def finite_number(value, path, what: str) -> float:
-    """A finite float, else DatasetError naming the file."""
+    """``float(value)`` when finite.
+
+    Raises:
+        DatasetError: "<path>: <what> ..." when value is not a number, or is NaN/inf.
+    """
     try:
         x = float(value)
     except (TypeError, ValueError):
