@@ -11,6 +11,7 @@ autograd worker threads never interleave with calls from the main thread.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import taichi as ti
@@ -29,6 +30,8 @@ def init(arch: str = "cpu", **kwargs) -> None:
         **kwargs: passed on to `ti.init` (e.g. `debug=True`, `device_memory_GB=2`).
     Raises:
         ValueError: unknown arch, or Taichi already initialised by stavatar_ti for another arch.
+    Environment: STAVATAR_CPU_THREADS limits Taichi's CPU threads (1 makes float atomics, and so
+    CPU training, bit-reproducible).
     """
     if arch not in _ARCHS:
         raise ValueError(f"arch: expected one of {sorted(_ARCHS)}, got {arch!r}")
@@ -41,6 +44,9 @@ def init(arch: str = "cpu", **kwargs) -> None:
             return
         kwargs.setdefault("log_level", ti.WARN)
         kwargs.setdefault("default_fp", ti.f32)
+        threads = os.environ.get("STAVATAR_CPU_THREADS")
+        if name == "x64" and threads:  # e.g. 1 for bit-reproducible CPU runs (float atomics)
+            kwargs.setdefault("cpu_max_num_threads", int(threads))
         ti.init(arch=getattr(ti, name), **kwargs)
         _state["arch"] = name
 

@@ -3,5 +3,6 @@
 from .frames import TriangleFrames, triangle_frames
 from .loading import FlameFileError, safe_load_pickle
 from .model import FlameModel
+from .open_head import make_open_head
 
-__all__ = ["FlameModel", "FlameFileError", "TriangleFrames", "safe_load_pickle", "triangle_frames"]
+__all__ = ["FlameModel", "FlameFileError", "TriangleFrames", "make_open_head", "safe_load_pickle", "triangle_frames"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -23,6 +24,7 @@ from ..densify import VanillaADC, scene_extent_from_cameras
 from ..losses import lpips_loss, photometric_loss
 from ..metrics import lpips_metric, psnr, ssim_metric
 from .checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from .regions import region_box
 from .scene import Scene
 
 FLAME_LR = {"expr": "flame_expr_lr", "rotation": "flame_pose_lr", "neck_pose": "flame_pose_lr",
@@ -173,7 +175,7 @@ class Trainer:
         self._zero_grad()
         with torch.no_grad():
             p = float(psnr(out.image.detach().permute(2, 0, 1).clamp(0, 1), self.scene.image_float(view)))
-        return {"loss": float(loss), "psnr": p, **({"densified": densified} if densified else {})}
+        return {"loss": float(loss.detach()), "psnr": p, **({"densified": densified} if densified else {})}
 
     def _flame_step_if_densified(self, densified) -> None:
         """After densification the Gaussian step is skipped but FLAME rows still step (Sec. 9)."""
@@ -195,22 +197,34 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation & outputs
     @torch.no_grad()
-    def evaluate(self, write_dir: Path | None = None) -> dict:
-        """PSNR / SSIM (11x11 Gaussian) / LPIPS-Alex on the test views (tracked parameters)."""
+    def evaluate(self, write_dir: Path | None = None, mouth: bool = True) -> dict:
+        """PSNR / SSIM (11x11 Gaussian) / LPIPS-Alex on the test views (tracked parameters), and the
+        same on the mouth region (bounding box of the visible lips + teeth; LPIPS on the crop
+        resized to 64x64) when `mouth`."""
         views = self.scene.test_views
         if not views:
             return {}
         sh_degree = min(self.cfg.model.sh_degree, self.iteration // self.cfg.model.sh_degree_interval)
-        scores = {"psnr": [], "ssim": [], "lpips": []}
-        for i, view in enumerate(views):
+        rng = self.cfg.quirks.lpips_input_range
+        scores = {k: [] for k in ("psnr", "ssim", "lpips", "mouth_psnr", "mouth_ssim", "mouth_lpips")}
+        for view in views:
             out, _, _ = self.scene.render(view, sh_degree)
             img = out.image.permute(2, 0, 1).clamp(0, 1)
             gt = self.scene.image_float(view)
-            scores["psnr"].append(float(psnr(img, gt)))
-            scores["ssim"].append(float(ssim_metric(img, gt)))
-            lp = lpips_metric(img, gt, lpips_input_range=self.cfg.quirks.lpips_input_range)
-            if lp is not None:
-                scores["lpips"].append(float(lp))
+            pairs = [("", img, gt)]
+            box = region_box(self.scene, view) if mouth else None
+            if box is not None:
+                r0, r1, c0, c1 = box
+                pairs.append(("mouth_", img[:, r0:r1, c0:c1], gt[:, r0:r1, c0:c1]))
+            for prefix, a, b in pairs:
+                scores[prefix + "psnr"].append(float(psnr(a, b)))
+                scores[prefix + "ssim"].append(float(ssim_metric(a, b)))
+                if prefix:
+                    a, b = (F.interpolate(x[None], size=(64, 64), mode="bilinear", align_corners=False)[0]
+                            for x in (a, b))
+                lp = lpips_metric(a, b, lpips_input_range=rng)
+                if lp is not None:
+                    scores[prefix + "lpips"].append(float(lp))
             if write_dir is not None:
                 for sub, im in (("test", img), ("gt", gt)):
                     d = write_dir / sub
