@@ -1,0 +1,159 @@
+"""End-to-end training on a tiny synthetic sequence: outputs, loss decrease, resume, interrupts,
+non-finite losses, hard binding and Temporal ADC (CPU backend)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stavatar_ti.config import load_config
+from stavatar_ti.synthetic import generate_sequence
+from stavatar_ti.training import Trainer, TrainingError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    return generate_sequence(tmp_path_factory.mktemp("synthetic") / "seq", frames=14, size=64, seed=3)
+
+
+def read_ply_header(path):
+    with open(path, "rb") as fh:
+        lines = []
+        while True:
+            line = fh.readline().decode("ascii").strip()
+            lines.append(line)
+            if line == "end_header":
+                return lines
+
+
+def test_smoke_training_writes_outputs_and_learns(tiny_data, tmp_path):
+    cfg = load_config(SMOKE, ["train.iterations=40"])
+    trainer = Trainer(cfg, tiny_data, tmp_path / "run")
+    losses = []
+    original_step = trainer.step
+
+    def recording_step():
+        info = original_step()
+        losses.append(info["loss"])
+        return info
+
+    trainer.step = recording_step
+    results = trainer.run()
+    assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:4])  # the loss decreases
+    out = tmp_path / "run"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["iterations"] == 40 and saved["num_gaussians"] == results["num_gaussians"] > 0
+    for key in ("psnr", "ssim"):
+        assert np.isfinite(saved["test"][key])
+    assert (out / "checkpoints" / "last.pt").is_file() and (out / "config.yaml").is_file()
+    renders = sorted((out / "renders" / "test").glob("*.png"))
+    assert renders and len(renders) == len(list((out / "renders" / "gt").glob("*.png")))
+    header = read_ply_header(out / "point_cloud.ply")
+    props = [h.split()[-1] for h in header if h.startswith("property")]
+    assert props[:9] == ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    assert props[-8:] == ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    assert f"element vertex {saved['num_gaussians']}" in header
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import sys, torch
+    from stavatar_ti.config import load_config
+    from stavatar_ti.training import Trainer
+    data, out, smoke = sys.argv[1:4]
+    over = ["train.iterations=16", "densify.densify_from=6", "densify.densify_interval=6", "densify.densify_until=12"]
+    cfg = load_config(smoke, over)
+    full = Trainer(cfg, data, out + "/full")
+    for _ in range(16):
+        full.step()
+    half = Trainer(load_config(smoke, over), data, out + "/half")
+    for _ in range(8):
+        half.step()
+    half.checkpoint()
+    resumed = Trainer(load_config(smoke, over), data, out + "/half")
+    resumed.restore(resumed.out / "checkpoints" / "last.pt")
+    for _ in range(8):
+        resumed.step()
+    a, b = full.scene.avatar, resumed.scene.avatar
+    assert a.num_gaussians == b.num_gaussians, (a.num_gaussians, b.num_gaussians)
+    worst = max(float((getattr(a, n) - getattr(b, n)).abs().max()) for n in ("xyz", "scaling", "features_dc", "opacity"))
+    net = max(float((p - q).abs().max()) for p, q in zip(full.scene.network.parameters(), resumed.scene.network.parameters()))
+    print("MAXDIFF", worst, net)
+    assert worst < 1e-5 and net < 1e-6
+""")
+
+
+def test_resume_matches_uninterrupted_run(tiny_data, tmp_path):
+    """Runs in a subprocess with one Taichi CPU thread, so float atomics are reproducible."""
+    env = dict(os.environ, STAVATAR_CPU_THREADS="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(tiny_data), str(tmp_path), str(SMOKE)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "MAXDIFF" in proc.stdout
+
+
+def test_sigint_saves_checkpoint_and_stops(tiny_data, tmp_path):
+    cfg = load_config(SMOKE, ["train.iterations=30"])
+    trainer = Trainer(cfg, tiny_data, tmp_path / "run")
+    original_step = trainer.step
+
+    def step():
+        info = original_step()
+        if trainer.iteration == 3:
+            signal.raise_signal(signal.SIGINT)
+        return info
+
+    trainer.step = step
+    results = trainer.run()
+    assert results == {"interrupted": True, "iteration": 3}
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    again = Trainer(load_config(SMOKE, ["train.iterations=5"]), tiny_data, tmp_path / "run")
+    assert again.run(resume=True)["iterations"] == 5
+
+
+def test_nonfinite_losses_are_skipped_then_stop(tiny_data, tmp_path):
+    cfg = load_config(SMOKE, ["train.iterations=30", "train.max_nan_steps=3"])
+    trainer = Trainer(cfg, tiny_data, tmp_path / "run")
+    trainer.step()
+    before = trainer.scene.avatar.features_dc.detach().clone()
+    trainer.loss_terms = lambda *a: {"photo": torch.tensor(float("nan"), requires_grad=True)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert np.isnan(trainer.step()["loss"])
+    assert any("non-finite loss" in str(w.message) for w in caught)
+    assert torch.equal(trainer.scene.avatar.features_dc, before)  # the step was skipped
+    with pytest.raises(TrainingError, match="non-finite"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.step()
+            trainer.step()
+
+
+def test_hard_binding_and_temporal_adc_run(tiny_data, tmp_path):
+    hard = Trainer(load_config(SMOKE, ["model.binding=hard", "train.iterations=6"]), tiny_data, tmp_path / "hard")
+    assert hard.scene.network is None
+    assert hard.run()["iterations"] == 6
+    cfg = load_config(SMOKE, ["densify.densifier=temporal", "train.iterations=null", "train.epochs=6",
+                              "densify.k_min=2", "densify.k_max=3"])
+    tr = Trainer(cfg, tiny_data, tmp_path / "temporal")
+    dens = [s for s in tr.plan if s.densify]
+    assert len(dens) == len(tr.densifier.clusters) >= 2  # once per cluster
+    n0 = tr.scene.avatar.num_gaussians
+    for _ in range(tr.plan.index(dens[0]) + 1):
+        info = tr.step()
+    assert "densified" in info and tr.scene.avatar.num_gaussians != n0
+    # optimizer state follows the new parameter count
+    for group in tr.optimizer.param_groups:
+        if group["name"] == "xyz":
+            state = tr.optimizer.state[group["params"][0]]
+            assert state["exp_avg"].shape[0] == tr.scene.avatar.num_gaussians
