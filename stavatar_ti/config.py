@@ -146,7 +146,8 @@ def _coerce(value, current, key: str):
         raise ConfigError(f"{key}: cannot use {value!r} as {type(current).__name__}") from None
 
 
-def _set(cfg: Config, key: str, value, source: str) -> None:
+def set_value(cfg: Config, key: str, value, source: str) -> None:
+    """Set `section.name` to `value` coerced to the field's type; ConfigError names `source`/key."""
     section, _, name = key.partition(".")
     sub = getattr(cfg, section, None)
     if sub is None or not dataclasses.is_dataclass(sub) or not name or not hasattr(sub, name):
@@ -173,12 +174,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             if not isinstance(values, dict):
                 raise ConfigError(f"{path}: section {section!r} must be a mapping")
             for name, value in values.items():
-                _set(cfg, f"{section}.{name}", value, str(path))
+                set_value(cfg, f"{section}.{name}", value, str(path))
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r}: expected key=value")
-        _set(cfg, key.strip(), yaml.safe_load(value) if value.strip() else value, "override")
+        set_value(cfg, key.strip(), yaml.safe_load(value) if value.strip() else value, "override")
     validate(cfg)
     return cfg
 

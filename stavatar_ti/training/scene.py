@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import rasterize
-from ..avatar import GaussianAvatar
+from ..avatar import PARAM_NAMES, GaussianAvatar
 from ..data import load_dataset
 from ..flame import FlameModel
 from ..flame.open_head import make_open_head
@@ -87,6 +87,37 @@ class Scene(torch.nn.Module):
         self.network = None
         if self.soft:
             self._setup_uv(generator)
+
+    @classmethod
+    def from_checkpoint(cls, cfg, ck: dict, device: torch.device) -> "Scene":
+        """A data-less Scene holding the checkpoint's models (what Scene.gaussians/render need)."""
+        scene = cls.__new__(cls)  # no dataset: only what gaussians()/render() need
+        torch.nn.Module.__init__(scene)
+        scene.cfg, scene.device = cfg, device
+        m = cfg.model
+        scene.flame = build_head_model(cfg).to(device)
+        scene.table = FlameTable.from_state(ck["table"], m.n_shape, m.n_expr).to(device)
+        av = GaussianAvatar(1, m.sh_degree, m.init_opacity)
+        state = ck["avatar"]
+        av.set_params({k: state[k] for k in PARAM_NAMES}, state["binding"])
+        av.num_faces = scene.flame.faces.shape[0]
+        av.uvs = state["uvs"]
+        scene.avatar = av.to(device)
+        scene.soft = m.binding == "soft"
+        scene.network = None
+        scene.train_views, scene.test_views = [], []
+        if scene.soft:
+            fl = scene.flame
+            if fl.uv_coords is None:
+                raise ValueError("model.head_model: soft binding needs a UV layout (vt/ft in the model, or model.uv_obj)")
+            if ck["network"] is None:
+                raise KeyError("network state missing for soft binding")
+            scene.uv_raster = rasterize_uv(fl.uv_coords, fl.uv_faces, m.uv_size)
+            net = UVNetwork(uv_size=m.uv_size, n_expr=m.n_expr)
+            net.load_state_dict(ck["network"])
+            scene.network = net.to(device).eval()
+        scene.eval()
+        return scene
 
     # ---------------------------------------------------------------- UV machinery (soft binding)
     def _setup_uv(self, generator) -> None:

@@ -63,6 +63,7 @@ class Trainer:
         self.console = console or Console(stderr=True)
         self.device = pick_device(cfg.train.device)
         self.gen = seed_everything(cfg.train.seed)
+        self.data_root = Path(data_root)
         self.scene = Scene(cfg, data_root, self.device, self.gen)
         n_train = len(self.scene.train_views)
         self.total = cfg.train.iterations or cfg.train.epochs * n_train
@@ -329,6 +330,7 @@ class Trainer:
         results["test"] = self.evaluate(self.out / "renders")
         results.update({"num_gaussians": self.scene.avatar.num_gaussians, "iterations": self.iteration,
                         "train_seconds": self.train_seconds, "binding": self.cfg.model.binding,
+                        "data": str(self.data_root.resolve()),
                         "densifier": self.cfg.densify.densifier, "device": str(self.device),
                         "history": self.history})
         self.export_ply(self.out / "point_cloud.ply")
