@@ -84,7 +84,7 @@ def deactivate_cluster(blocks: ti.template(), k: ti.i32):
     """Free every block of cluster k (the bitmasked cells under it go with it)."""
     for kk, b in blocks:
         if kk == k:
-            ti.deactivate(blocks, [kk, b])
+            ti.deactivate(blocks, [ti.cast(kk, ti.i32), ti.cast(b, ti.i32)])
 
 
 @ti.kernel

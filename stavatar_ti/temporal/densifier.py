@@ -119,7 +119,7 @@ class TemporalADC(Densifier):
     def state(self) -> dict:
         """Window counters and each window's sparse statistics as dense tensors (checkpoints)."""
         stats = {str(k): self.stats.export(k, self.num_gaussians) for k in self.window_iters
-                 if k < self.stats.max_clusters}
+                 if k < self.stats.max_clusters and self.stats.active(k) > 0}
         return {"window_iters": {str(k): v for k, v in self.window_iters.items()}, "stats": stats,
                 "num_gaussians": self.num_gaussians}
 
