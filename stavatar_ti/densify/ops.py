@@ -54,7 +54,7 @@ def prune(avatar: GaussianAvatar, optimizer, remove: torch.Tensor) -> int:
     Returns the number removed.
     """
     remove = remove.clone()
-    counts = torch.bincount(avatar.binding, minlength=avatar.num_faces)
+    counts = avatar.face_counts()
     removed_per_face = torch.bincount(avatar.binding[remove], minlength=avatar.num_faces)
     # faces that would lose every Gaussian keep their first one
     emptied = removed_per_face >= counts

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -182,9 +181,3 @@ class Scene(torch.nn.Module):
 
     def image_float(self, view: View) -> torch.Tensor:
         return view.image.to(self.device).float() / 255.0
-
-    def num_train_timesteps(self) -> int:
-        return len(self.train_views)
-
-    def train_timesteps(self) -> np.ndarray:
-        return np.array([v.timestep for v in self.train_views])
