@@ -157,3 +157,40 @@ def test_hard_binding_and_temporal_adc_run(tiny_data, tmp_path):
         if group["name"] == "xyz":
             state = tr.optimizer.state[group["params"][0]]
             assert state["exp_avg"].shape[0] == tr.scene.avatar.num_gaussians
+
+
+def test_interleaved_temporal_adc_densifies_each_cluster_once_and_reindexes(tiny_data, tmp_path):
+    cfg = load_config(SMOKE, ["densify.densifier=temporal", "densify.cluster_schedule=interleaved",
+                              "train.iterations=null", "train.epochs=4", "densify.k_min=2", "densify.k_max=3"])
+    tr = Trainer(cfg, tiny_data, tmp_path / "interleaved")
+    clusters = tr.densifier.clusters
+    cluster_of = {v: w for w, ids in enumerate(clusters) for v in ids}  # timestep mapping = view order here
+    seen = [0] * len(clusters)
+    for i, s in enumerate(tr.plan):
+        assert s.window == cluster_of[tr.scene.train_views[s.view].timestep]
+        seen[s.window] += 1
+        due = 2 * len(clusters[s.window]) + 1  # densify_epoch 3: two passes over the cluster, plus one
+        assert s.densify == (seen[s.window] == due) and s.accumulate == (seen[s.window] <= due)
+    dens = [i for i, s in enumerate(tr.plan) if s.densify]
+    assert len(dens) == len(clusters) >= 2 and len({tr.plan[i].window for i in dens}) == len(clusters)
+    # run to just before the first densify; another cluster's window must survive the re-indexing
+    for _ in range(dens[0]):
+        tr.step()
+    other = tr.plan[dens[1]].window
+    n = tr.scene.avatar.num_gaussians
+    before = tr.densifier.stats.export(other, n)
+    with torch.no_grad():  # make the prune remove rows so that the other window must move
+        tr.scene.avatar.opacity[::5] = -10.0
+    xyz_before = tr.scene.avatar.xyz.detach().clone()
+    info = tr.step()
+    assert "densified" in info
+    after = tr.densifier.stats.export(other, tr.scene.avatar.num_gaussians)
+    xyz_after = tr.scene.avatar.xyz.detach()
+    # survivors keep their order and stored position; find each one's old row by its position
+    kept = n - info["densified"]["pruned"] - info["densified"]["split"]
+    old_rows = [int(torch.nonzero((xyz_before == xyz_after[j]).all(1)).squeeze(1)[0]) for j in range(kept)]
+    assert sorted(set(old_rows)) == old_rows and old_rows[-1] >= kept  # rows did move
+    for key in ("grad", "count", "err", "burst"):
+        assert torch.equal(after[key][:kept], before[key][old_rows]), key
+        assert not after[key][kept:].any(), key  # clones and split children start empty
+    assert before["count"].sum() > 0

@@ -48,10 +48,10 @@ def _rebuild(avatar: GaussianAvatar, optimizer: torch.optim.Optimizer, index: to
                     optimizer.state[group["params"][0]] = states[name]
 
 
-def prune(avatar: GaussianAvatar, optimizer, remove: torch.Tensor) -> int:
+def prune(avatar: GaussianAvatar, optimizer, remove: torch.Tensor) -> torch.Tensor:
     """Remove Gaussians where `remove` [N] bool is set, except the last one on each face.
 
-    Returns the number removed.
+    Returns the bool mask [N] of the rows actually removed.
     """
     remove = remove.clone()
     counts = avatar.face_counts()
@@ -67,7 +67,7 @@ def prune(avatar: GaussianAvatar, optimizer, remove: torch.Tensor) -> int:
         remove[keep_ids] = False
     keep = torch.nonzero(~remove).squeeze(1)
     _rebuild(avatar, optimizer, keep, None, None)
-    return int(remove.sum())
+    return remove
 
 
 def append(avatar: GaussianAvatar, optimizer, new: dict, new_binding: torch.Tensor) -> None:
@@ -108,11 +108,13 @@ def scene_extent_from_cameras(viewmats: torch.Tensor) -> float:
 
 
 def apply_densify(avatar: GaussianAvatar, optimizer, clone_ids: torch.Tensor, cloned: dict, split_ids: torch.Tensor,
-                  children: dict, min_opacity: float) -> dict:
+                  children: dict, min_opacity: float, keep_out: list | None = None) -> dict:
     """Append clones and split children, remove the split parents and the Gaussians whose base
     opacity is below `min_opacity` (the new ones are exempt this time; every face keeps one).
 
     Returns counts {"cloned", "split", "pruned"} (pruned excludes the removed split parents).
+    If `keep_out` is a list, the bool mask [N_before + N_added] of the kept rows is appended to it
+    (callers that hold per-Gaussian state re-index it with this).
     """
     n0 = avatar.num_gaussians
     n_children = children["xyz"].shape[0] // max(1, split_ids.numel())
@@ -122,6 +124,9 @@ def apply_densify(avatar: GaussianAvatar, optimizer, clone_ids: torch.Tensor, cl
     remove = torch.zeros(avatar.num_gaussians, dtype=torch.bool, device=avatar.xyz.device)
     remove[split_ids] = True
     remove[:n0] |= torch.sigmoid(avatar.opacity.detach()[:n0]) < min_opacity
-    removed = prune(avatar, optimizer, remove)
+    removed_mask = prune(avatar, optimizer, remove)
+    removed = int(removed_mask.sum())
+    if keep_out is not None:
+        keep_out.append(~removed_mask)
     return {"cloned": int(clone_ids.numel()), "split": int(split_ids.numel()),
             "pruned": max(0, removed - int(split_ids.numel()))}

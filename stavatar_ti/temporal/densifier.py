@@ -1,10 +1,20 @@
 """Temporal ADC (STAvatar, method.md Sec. 10): FTC cluster schedule, fused-perceptual-error clone,
 gradient split, prune, with statistics in Taichi sparse fields.
 
-Schedule (Sec. 10.2-10.3): clusters in label order, `epochs_per_cluster` reshuffled epochs each;
-densification once per cluster at the first iteration of its `densify_epoch`-th epoch (statistics
-cover the epochs before plus that iteration, then accumulation stops until the next cluster); then
-all training frames, reshuffled, until the budget epochs x N_train is used. No opacity reset.
+Schedules (`cluster_schedule`):
+
+* ``sequential`` (paper, Sec. 10.2-10.3): clusters in label order, `epochs_per_cluster` reshuffled
+  epochs each; densification once per cluster at the first iteration of its `densify_epoch`-th
+  epoch (statistics cover the epochs before plus that iteration, then accumulation stops until the
+  next cluster); then all training frames, reshuffled, until the budget epochs x N_train is used.
+* ``interleaved`` (ours): all training frames, reshuffled every epoch, as in vanilla 3DGS; each
+  frame's statistics go to its own cluster's window, and cluster k densifies once, at the iteration
+  that brings its window to (densify_epoch - 1) passes over its frames plus one, i.e. on the same
+  amount of statistics as in the paper's schedule.  The other clusters' open windows are re-indexed
+  after each densify.  This keeps per-cluster densification and the fused error while avoiding the
+  forgetting that sequential cluster training shows on short schedules (docs/performance.md).
+
+No opacity reset in either.
 """
 
 from __future__ import annotations
@@ -54,6 +64,8 @@ class TemporalADC(Densifier):
             members = [[perm[position[t]] for t in cl] for cl in clusters]
         else:
             members = [[position[t] for t in cl] for cl in clusters]
+        if c.cluster_schedule == "interleaved":
+            return _interleaved_plan(members, len(views), total, c.densify_epoch, gen)
         steps: list[Step] = []
         for w, ids in enumerate(members):
             for epoch in range(1, c.epochs_per_cluster + 1):
@@ -67,6 +79,8 @@ class TemporalADC(Densifier):
         return steps[:total]
 
     def start_window(self, window: int) -> None:
+        if window in self.window_iters:  # interleaved plans re-enter windows; only the first entry opens one
+            return
         if window < self.stats.max_clusters:
             self.stats.reset(window)
         self.window_iters[window] = 0
@@ -112,9 +126,28 @@ class TemporalADC(Densifier):
             children[key] = children[key] + c.clone_noise * torch.randn(children[key].shape, generator=generator).to(
                 children[key])
         children["opacity"] = halve_opacity_logit(children["opacity"])
-        result = ops.apply_densify(avatar, optimizer, clone_ids, cloned, split_ids, children, c.min_opacity)
-        self.stats.reset(window)  # indices changed; accumulation is off for the rest of the cluster
+        keep = []
+        result = ops.apply_densify(avatar, optimizer, clone_ids, cloned, split_ids, children, c.min_opacity,
+                                   keep_out=keep)
+        self.stats.reset(window)  # accumulation is off for the rest of this cluster
+        self._reindex_open_windows(window, n, keep[0])
+        self.num_gaussians = avatar.num_gaussians
         return result
+
+    def _reindex_open_windows(self, done: int, n_before: int, keep: torch.Tensor) -> None:
+        """Move the other windows' statistics to the new Gaussian order (rows of removed Gaussians are
+        dropped, the appended ones start empty). Only interleaved plans have such windows."""
+        new_index = torch.cumsum(keep.long(), 0) - 1
+        kept_old = torch.nonzero(keep[:n_before]).squeeze(1)
+        n_after = int(keep.sum())
+        for w in self.window_iters:
+            if w == done or w >= self.stats.max_clusters or self.stats.active(w) == 0:
+                continue
+            old = self.stats.export(w, n_before)
+            moved = {k: torch.zeros(n_after, dtype=v.dtype, device=v.device) for k, v in old.items()}
+            for k, v in old.items():
+                moved[k][new_index[kept_old].to(v.device)] = v[kept_old.to(v.device)]
+            self.stats.restore(w, moved)
 
     def state(self) -> dict:
         """Window counters and each window's sparse statistics as dense tensors (checkpoints)."""
@@ -128,6 +161,23 @@ class TemporalADC(Densifier):
         self.num_gaussians = state.get("num_gaussians", 0)
         for k, values in state.get("stats", {}).items():
             self.stats.restore(int(k), values)
+
+
+def _interleaved_plan(members, num_views: int, total: int, densify_epoch: int, gen) -> list[Step]:
+    """All views reshuffled every epoch; view v accumulates into its cluster's window until that
+    cluster has seen (densify_epoch - 1) passes over its frames plus one iteration, which densifies."""
+    cluster_of = {}
+    for w, ids in enumerate(members):
+        for v in ids:
+            cluster_of[v] = w
+    seen = [0] * len(members)
+    due = [(densify_epoch - 1) * len(ids) + 1 for ids in members]
+    steps = []
+    for v in shuffled_epochs(num_views, total, gen):
+        w = cluster_of[v]
+        seen[w] += 1
+        steps.append(Step(v, w, seen[w] <= due[w], seen[w] == due[w]))
+    return steps
 
 
 def halve_opacity_logit(logit: torch.Tensor) -> torch.Tensor:

