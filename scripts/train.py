@@ -4,9 +4,13 @@
     python scripts/train.py                                   # embedded demo: synthetic data + configs/demo.yaml
     python scripts/train.py --config configs/paper.yaml --data DIR --out OUT [section.key=value ...]
     python scripts/train.py --config ... --data DIR --out OUT --resume
+    python scripts/train.py --video clip.mp4 [--video-size 512] --out OUT   # own video (needs the [video] extra)
 
 Outputs in OUT: config.yaml, checkpoints/last.pt, results.json, renders/{test,gt}/, point_cloud.ply.
 Ctrl-C saves a checkpoint and exits; --resume continues from it.
+With --video the clip is first preprocessed (MediaPipe landmarks, head tracking, crop, matting;
+scripts/preprocess_video.py) into out/videos/<name>-<size>/, reused while the video and settings are
+unchanged; the last 15 % of its frames are the test split.
 """
 
 from __future__ import annotations
@@ -18,10 +22,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _preprocessed(video: Path, size: int) -> Path:
+    """The preprocessing of `video` in out/videos/<name>-<size> (reused while video and settings match)."""
+    from rich.console import Console
+
+    from stavatar_ti.video.preprocess import preprocess_video
+    out = ROOT / "out" / "videos" / f"{video.stem}-{size}"
+    preprocess_video(video, out, size=size, reuse=True, console=Console(stderr=True))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Train an STAvatar head avatar.")
     ap.add_argument("--config", type=Path, help="YAML config (default: configs/demo.yaml)")
-    ap.add_argument("--data", type=Path, help="dataset folder (default: the synthetic demo sequence)")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--data", type=Path, help="dataset folder (default: the synthetic demo sequence)")
+    src.add_argument("--video", type=Path, help="a monocular video: preprocess it (cached), then train")
+    ap.add_argument("--video-size", type=int, default=512, help="image side of the preprocessed video (default 512)")
     ap.add_argument("--out", type=Path, help="output folder (default: out/demo)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     ap.add_argument("overrides", nargs="*", help="section.key=value config overrides")
@@ -36,12 +53,15 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(config, args.overrides)
         data = args.data
+        if args.video is not None:
+            data = _preprocessed(args.video, args.video_size)
         if data is None:
             from stavatar_ti.synthetic import ensure_demo_sequence
             data = ensure_demo_sequence(ROOT / "out" / "synthetic_demo")
         out = args.out or ROOT / "out" / "demo"
         results = Trainer(cfg, data, out).run(resume=args.resume)
-    except (ConfigError, DatasetError, FlameFileError, CheckpointError, TrainingError, ValueError) as exc:
+    except (ConfigError, DatasetError, FlameFileError, CheckpointError, TrainingError, ValueError, ImportError,
+            OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if results.get("interrupted"):

@@ -42,8 +42,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -53,6 +51,7 @@ import numpy as np
 import scipy.ndimage
 import torch
 
+from ..data.writer import atomic_output, camera_fields, split_frames, transform_matrix, write_frame, write_transforms
 from ..meshrender import render_mesh
 from .head import SyntheticHead, load_head
 from .motion import (FPS, Motion, TrackedParams, TrackerNoise, make_motion, make_nonrigid_fields, mouth_open,
@@ -84,11 +83,11 @@ class Camera:
 
     def transform_matrix(self) -> np.ndarray:
         """Camera-to-world in OpenGL / Blender axes (x right, y up, z backward)."""
-        return np.linalg.inv(self.viewmat) @ np.diag([1.0, -1.0, -1.0, 1.0])
+        return transform_matrix(self.viewmat)
 
     @property
     def camera_angle_x(self) -> float:
-        return 2.0 * math.atan(self.width / (2.0 * self.K[0, 0]))
+        return camera_fields(self.K, self.width, self.height)["camera_angle_x"]
 
     def scaled(self, factor: int) -> "Camera":
         K = self.K.copy()
@@ -278,29 +277,6 @@ def build_sequence(frames: int = 300, size: int = 256, seed: int = 0, head_model
 # ----------------------------------------------------------------------------------------------
 # writing
 
-def _split(frames: int, test_fraction: float) -> tuple[list, list]:
-    n_test = 0 if frames < 2 else min(frames - 1, max(1, int(round(test_fraction * frames))))
-    ids = list(range(frames))
-    return ids[: frames - n_test], ids[frames - n_test:]
-
-
-def _frame_entry(t: int, cam: Camera) -> dict:
-    return {
-        "timestep_index": t, "camera_index": 0,
-        "file_path": f"images/{t:05d}_00.png", "fg_mask_path": f"fg_masks/{t:05d}_00.png",
-        "flame_param_path": f"flame_param/{t:05d}.npz",
-        "transform_matrix": cam.transform_matrix().tolist(),
-        "camera_angle_x": cam.camera_angle_x,
-        "fl_x": float(cam.K[0, 0]), "fl_y": float(cam.K[1, 1]), "cx": float(cam.K[0, 2]), "cy": float(cam.K[1, 2]),
-        "w": cam.width, "h": cam.height,
-    }
-
-
-def _write_png(path: Path, array: np.ndarray) -> None:
-    import imageio.v3 as iio
-    iio.imwrite(path, array)
-
-
 def head_fingerprint(head: SyntheticHead) -> str:
     """sha1 of the head's template, faces and UVs (a cached demo is regenerated when it changes)."""
     h = hashlib.sha1()
@@ -341,20 +317,6 @@ def _write_truth(path: Path, seq: SyntheticSequence) -> None:
     np.savez_compressed(path, **arrays)
 
 
-def _remove_stale_tmp(out: Path) -> None:
-    """Delete ``<out>.tmp-<pid>`` folders of runs that were killed (their process is gone)."""
-    for p in out.parent.glob(f"{out.name}.tmp-*"):
-        pid = p.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(p, ignore_errors=True)
-        except OSError:
-            pass
-
-
 def generate_sequence(out_dir, frames: int = 300, size: int = 256, seed: int = 0, head_model=None, *,
                       supersample: int = 1, texture_size: int | None = None, test_fraction: float = 0.15,
                       overwrite: bool = False, progress=None, uv_obj=None) -> Path:
@@ -376,20 +338,12 @@ def generate_sequence(out_dir, frames: int = 300, size: int = 256, seed: int = 0
         FlameFileError: unreadable head model file.
     """
     out = Path(out_dir)
-    if not (0.0 <= float(test_fraction) < 1.0):
-        raise ValueError(f"test_fraction: expected a value in [0, 1), got {test_fraction!r}")
+    train, test = split_frames(int(frames), float(test_fraction))  # validates test_fraction first
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists (pass overwrite=True to replace it)")
     seq = build_sequence(frames, size, seed, head_model, supersample=supersample, texture_size=texture_size,
                          uv_obj=uv_obj)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(out)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        for sub in ("images", "fg_masks", "flame_param"):
-            (tmp / sub).mkdir(parents=True)
+    with atomic_output(out, overwrite) as tmp:
         T = seq.frames
         chunk = 32
         for t0 in range(0, T, chunk):
@@ -397,34 +351,17 @@ def generate_sequence(out_dir, frames: int = 300, size: int = 256, seed: int = 0
             verts = seq.true_vertices(t0, t1)
             for t in range(t0, t1):
                 image, mask, _ = seq.render(t, verts[t - t0])
-                _write_png(tmp / "images" / f"{t:05d}_00.png", image)
-                _write_png(tmp / "fg_masks" / f"{t:05d}_00.png", mask)
-                np.savez_compressed(tmp / "flame_param" / f"{t:05d}.npz", **seq.written_params(t))
+                write_frame(tmp, t, image, mask, seq.written_params(t))
                 if progress is not None:
                     progress(t + 1, T)
         canon = seq.written_params(0)
         for k in ("rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation", "expr"):
             canon[k] = np.zeros_like(canon[k])
         np.savez_compressed(tmp / "canonical_flame_param.npz", **canon)
-        train, test = _split(T, float(test_fraction))
         cam = seq.camera
-        top = {"camera_angle_x": cam.camera_angle_x, "fl_x": float(cam.K[0, 0]), "fl_y": float(cam.K[1, 1]),
-               "cx": float(cam.K[0, 2]), "cy": float(cam.K[1, 2]), "w": cam.width, "h": cam.height}
-        for name, ids in (("train", train), ("val", []), ("test", test)):
-            doc = dict(top, timestep_indices=ids, camera_indices=[0], frames=[_frame_entry(t, cam) for t in ids])
-            (tmp / f"transforms_{name}.json").write_text(json.dumps(doc, indent=1))
+        write_transforms(tmp, cam.viewmat, cam.K, cam.width, cam.height, train, test)
         _write_truth(tmp / "synthetic_truth.npz", seq)
         (tmp / "synthetic.json").write_text(json.dumps(_meta(seq, int(size), T, float(test_fraction)), indent=1))
-        if out.exists():
-            old = out.with_name(f"{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -1,6 +1,7 @@
 """Ablation of STAvatar's two contributions on one dataset (issue: Temporal ADC):
 1. hard binding + vanilla ADC (GaussianAvatars-style baseline), 2. soft binding + vanilla ADC,
-3. soft binding + Temporal ADC. Same data, same held-out frames, same config otherwise."""
+3. soft binding + Temporal ADC with the paper's sequential cluster schedule, 4. the same with the
+interleaved schedule. Same data, same held-out frames, same config otherwise."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from .trainer import Trainer
 VARIANTS = (
     ("hard + vanilla ADC", ["model.binding=hard", "densify.densifier=vanilla"]),
     ("soft + vanilla ADC", ["model.binding=soft", "densify.densifier=vanilla"]),
-    ("soft + Temporal ADC", ["model.binding=soft", "densify.densifier=temporal"]),
+    ("soft + Temporal ADC (paper schedule)", ["model.binding=soft", "densify.densifier=temporal",
+                                              "densify.cluster_schedule=sequential"]),
+    ("soft + Temporal ADC (interleaved)", ["model.binding=soft", "densify.densifier=temporal",
+                                           "densify.cluster_schedule=interleaved"]),
 )
 
 
@@ -34,11 +38,19 @@ def markdown_table(rows: list[tuple[str, dict]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def run_ablation(config, data, out, overrides=(), console=None) -> str:
-    """Train the three variants into out/<n>/ and write out/ablation.md (returned) and .json."""
+def run_ablation(config, data, out, overrides=(), console=None, variants=None, reuse: bool = False) -> str:
+    """Train the variants (1-based numbers in `variants`, default all) into out/<n>/ and write
+    out/ablation.md (returned) and .json. With `reuse`, a variant whose out/<n>/results.json exists
+    is not trained again (its recorded results are used)."""
     out = Path(out)
     rows = []
     for i, (name, extra) in enumerate(VARIANTS, start=1):
+        if variants is not None and i not in variants:
+            continue
+        done = out / str(i) / "results.json"
+        if reuse and done.exists():
+            rows.append((name, json.loads(done.read_text())))
+            continue
         cfg = load_config(config, list(overrides) + extra)
         results = Trainer(cfg, data, out / str(i), console=console).run()
         rows.append((name, results))
