@@ -14,8 +14,9 @@ Steps (each in its own module of this package):
    is moved to the mean head position, so the head sits at the origin as in VHAP exports;
 4. a face-centred square crop smoothed over time (`crop`), resized to `size`; the crop moves, so
    each frame gets its own principal point (``cx, cy`` per frame in ``transforms_*.json``);
-5. matte to white with the segmentation, then whiten everything below the projected neck cut of the
-   tracked head model, as VHAP does (`matte`);
+5. matte to white with the segmentation, then whiten everything below a line 3 cm above the tracked
+   head model's neck cut, as VHAP whitens below the neck (`matte`); the synthetic sequences fade the
+   same band to white;
 6. write the VHAP layout (`stavatar_ti.data.writer`) with the last `test_fraction` of the kept frames
    as the test split, and ``preprocess.json`` (settings, dropped frames, per-frame landmark error).
 
@@ -39,6 +40,7 @@ import torch
 
 from ..data.writer import atomic_output, split_frames, write_frame, write_transforms
 from ..flame import FlameModel
+from ..geometry import axis_angle_to_matrix
 from ..flame.open_head import make_open_head
 from . import crop as _crop
 from .decode import read_video
@@ -50,6 +52,7 @@ from .tracker import TrackerOptions, fit_sequence, neck_line
 FORMAT_VERSION = 1
 N_SHAPE, N_EXPR = 300, 100          # parameter sizes written (the trainer's defaults)
 CAMERA_DISTANCE = 1.0               # initial camera height above the world origin (m), before recentring
+NECK_MARGIN_M = 0.03                # whiten from this far above the model's neck cut (the synthetic data's fade)
 
 
 @dataclass
@@ -134,9 +137,14 @@ def _recentre(track, viewmat: np.ndarray) -> np.ndarray:
     return viewmat @ shift
 
 
-def _posed_vertices(model, track, t0: int, t1: int) -> torch.Tensor:
+def _whitening_line(model, track, t0: int, t1: int) -> np.ndarray:
+    """[B,N,3] world points: the posed neck-cut ring raised by NECK_MARGIN_M along the head's up axis
+    (the shirt collar covers the lowest part of a real neck)."""
     with torch.no_grad():
-        return model(**track.torch_params(t0, t1))
+        params = track.torch_params(t0, t1)
+        ring = neck_line(model(**params), model).double()
+        up = axis_angle_to_matrix(params["rotation"].double())[:, :, 1]          # head +y in world
+        return (ring + NECK_MARGIN_M * up[:, None, :]).numpy()
 
 
 def preprocess_video(video, out, size: int = 512, max_frames: int | None = None, head_model=None,
@@ -219,7 +227,7 @@ def preprocess_video(video, out, size: int = 512, max_frames: int | None = None,
         chunk = 64
         for c0 in range(0, T, chunk):
             c1 = min(T, c0 + chunk)
-            ring = neck_line(_posed_vertices(model, track, c0, c1), model).double().numpy()   # [B,N,3]
+            ring = _whitening_line(model, track, c0, c1)
             for i in range(c0, c1):
                 image = _crop.apply_crop(frames[i], boxes[i], size)
                 mask = _crop.crop_mask(masks[i], boxes[i], size)
