@@ -166,11 +166,16 @@ class Scene(torch.nn.Module):
     def render(self, view: View, sh_degree: int, params: dict | None = None):
         """Rasterize θ* of `view`'s timestep. Returns (RasterOutput, gaussians, offsets)."""
         g, offsets = self.gaussians(view.timestep, params)
-        out = rasterize(g["means"], g["quats"], g["scales"], g["opacities"], sh=g["sh"], sh_degree=sh_degree,
-                        viewmat=view.viewmat.to(self.device), K=view.K.to(self.device), width=view.width,
-                        height=view.height, background=torch.tensor(self.cfg.train.background, device=self.device,
-                                                                   dtype=torch.float32))
-        return out, g, offsets
+        return self.rasterize_gaussians(view, g, sh_degree), g, offsets
+
+    def rasterize_gaussians(self, view: View, g: dict, sh_degree: int):
+        """Rasterize the Gaussians `g` (from `gaussians`) into `view`'s camera (RasterOutput)."""
+        bg = getattr(self, "_background", None)
+        if bg is None or bg.device != g["means"].device:  # a constant: built once, not every frame
+            bg = self._background = torch.tensor(self.cfg.train.background, device=self.device, dtype=torch.float32)
+        return rasterize(g["means"], g["quats"], g["scales"], g["opacities"], sh=g["sh"], sh_degree=sh_degree,
+                         viewmat=view.viewmat.to(self.device), K=view.K.to(self.device), width=view.width,
+                         height=view.height, background=bg)
 
     def canonical_params(self) -> dict:
         """Neutral expression and pose, no translation, the sequence's shape (for the .ply export)."""

@@ -50,6 +50,59 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+class StepTimer:
+    """Wall-clock split of `Trainer.step` into parts (scripts/bench_train.py; `Trainer.enable_timing`).
+
+    Parts (seconds per iteration, in `records`, one dict per step, plus "total" and "densify"):
+        network        UV network forward (soft binding; 0 for hard binding)
+        gaussians      FLAME/LBS, triangle frames, UV displacement map, UV lookup, offset activation and
+                       composition: everything that builds θ* except the network
+        render         rasterizer forward
+        losses         loss terms (LPIPS included when active)
+        backward       loss.backward()
+        densify_stats  the densifier's per-iteration statistics (Temporal ADC: fused error map and gather)
+        optimizer      optimizer steps, zero_grad, densification and UV resampling when planned,
+                       learning-rate update and the PSNR log value
+    With `sync` on a CUDA device, torch.cuda.synchronize() runs at every boundary so that the parts
+    hold the device time; that slows the step a little, which is why the timer exists only when
+    asked for (the normal path has no timer and no added synchronisation).
+    """
+
+    PARTS = ("network", "gaussians", "render", "losses", "backward", "densify_stats", "optimizer")
+
+    def __init__(self, device: torch.device, sync: bool = True):
+        self.cuda = sync and torch.device(device).type == "cuda"
+        self.records: list[dict] = []
+        self.current: dict | None = None
+        self._t = 0.0
+        self._t0 = 0.0
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def start(self) -> None:
+        self.current = dict.fromkeys(self.PARTS, 0.0)
+        self._t0 = self._t = self._now()
+
+    def mark(self, part: str) -> None:
+        """Charge the time since the previous mark to `part`."""
+        if self.current is None:
+            return
+        t = self._now()
+        self.current[part] += t - self._t
+        self._t = t
+
+    def stop(self, densified: bool) -> None:
+        if self.current is None:
+            return
+        self.current["total"] = self._now() - self._t0
+        self.current["densify"] = bool(densified)
+        self.records.append(self.current)
+        self.current = None
+
+
 class Trainer:
     """One training run: `Trainer(cfg, data, out).run()`.
 
@@ -79,6 +132,25 @@ class Trainer:
         self.nan_steps = 0
         self.train_seconds = 0.0
         self.history: list[dict] = []
+        self.timer: StepTimer | None = None  # set by enable_timing(); None costs nothing
+        self._timer_hooks: list = []
+
+    # ------------------------------------------------------------------ timing (benchmarks)
+    def enable_timing(self, sync: bool = True) -> StepTimer:
+        """Time every following `step` by part (see StepTimer); returns the timer."""
+        self.disable_timing()
+        self.timer = StepTimer(self.device, sync)
+        net = self.scene.network
+        if net is not None:  # the network runs inside Scene.gaussians: time it with module hooks
+            self._timer_hooks = [net.register_forward_pre_hook(lambda *_: self.timer and self.timer.mark("gaussians")),
+                                 net.register_forward_hook(lambda *_: self.timer and self.timer.mark("network"))]
+        return self.timer
+
+    def disable_timing(self) -> None:
+        for h in self._timer_hooks:
+            h.remove()
+        self._timer_hooks = []
+        self.timer = None
 
     # ------------------------------------------------------------------ setup
     def _extent(self) -> float:
@@ -120,10 +192,10 @@ class Trainer:
                 g["lr"] = lr
 
     # ------------------------------------------------------------------ one iteration
-    def loss_terms(self, view, out, g, offsets) -> dict:
+    def loss_terms(self, view, out, g, offsets, gt=None) -> dict:
         c = self.cfg.loss
         img = out.image.permute(2, 0, 1)
-        gt = self.scene.image_float(view)
+        gt = self.scene.image_float(view) if gt is None else gt
         terms = {"photo": photometric_loss(img, gt, lambda_dssim=c.lambda_dssim)}
         if c.lambda_lpips > 0 and self.iteration > c.lpips_start_fraction * self.total:
             terms["lpips"] = c.lambda_lpips * lpips_loss(img[None], gt[None], net=c.lpips_net,
@@ -139,6 +211,9 @@ class Trainer:
 
     def step(self) -> dict:
         """One training iteration (method.md Sec. 9 order: backward, densify, step, zero grads)."""
+        tm = self.timer
+        if tm is not None:
+            tm.start()
         plan = self.plan[self.iteration]
         self.iteration += 1
         self._update_lr()
@@ -147,9 +222,17 @@ class Trainer:
             self.densifier.start_window(plan.window)
         view = self.scene.train_views[plan.view]
         sh_degree = min(self.cfg.model.sh_degree, (self.iteration - 1) // self.cfg.model.sh_degree_interval)
-        out, g, offsets = self.scene.render(view, sh_degree)
+        if tm is not None:
+            tm.mark("optimizer")
+        g, offsets = self.scene.gaussians(view.timestep)
+        if tm is not None:
+            tm.mark("gaussians")
+        out = self.scene.rasterize_gaussians(view, g, sh_degree)
         out.means2d.retain_grad()
-        terms = self.loss_terms(view, out, g, offsets)
+        if tm is not None:
+            tm.mark("render")
+        gt = self.scene.image_float(view)  # once per step (a host-to-device copy on CUDA)
+        terms = self.loss_terms(view, out, g, offsets, gt)
         loss = sum(terms.values())
         if not torch.isfinite(loss):
             self.nan_steps += 1
@@ -157,13 +240,22 @@ class Trainer:
             warnings.warn(f"iteration {self.iteration}: non-finite loss, step skipped", stacklevel=2)
             if self.nan_steps >= self.cfg.train.max_nan_steps:
                 raise TrainingError(f"{self.nan_steps} non-finite losses in a row at iteration {self.iteration}")
+            if tm is not None:
+                tm.mark("losses")
+                tm.stop(False)
             return {"loss": float("nan")}
         self.nan_steps = 0
+        if tm is not None:
+            tm.mark("losses")
         loss.backward()
+        if tm is not None:
+            tm.mark("backward")
+        image = out.image.detach().permute(2, 0, 1)
         if plan.accumulate:
-            self.densifier.accumulate(plan.window, self.scene.avatar, out, out.means2d.grad,
-                                      out.image.detach().permute(2, 0, 1), self.scene.image_float(view),
+            self.densifier.accumulate(plan.window, self.scene.avatar, out, out.means2d.grad, image, gt,
                                       view.width, view.height)
+            if tm is not None:
+                tm.mark("densify_stats")
         densified = None
         if plan.densify:
             densified = self.densifier.densify(plan.window, self.scene.avatar, self.optimizer, g["scales"], self.gen)
@@ -175,7 +267,10 @@ class Trainer:
             self.net_optimizer.step()
         self._zero_grad()
         with torch.no_grad():
-            p = float(psnr(out.image.detach().permute(2, 0, 1).clamp(0, 1), self.scene.image_float(view)))
+            p = float(psnr(image.clamp(0, 1), gt))
+        if tm is not None:
+            tm.mark("optimizer")
+            tm.stop(plan.densify)
         return {"loss": float(loss.detach()), "psnr": p, **({"densified": densified} if densified else {})}
 
     def _flame_step_if_densified(self, densified) -> None:
