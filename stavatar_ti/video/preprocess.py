@@ -27,7 +27,6 @@ Head models: the open head (default) with its calibrated MediaPipe embedding
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -41,6 +40,7 @@ import torch
 from ..data.writer import atomic_output, split_frames, write_frame, write_transforms
 from ..flame import FlameModel
 from ..geometry import axis_angle_to_matrix
+from ..hashing import sha256_file
 from ..flame.open_head import make_open_head
 from . import crop as _crop
 from .decode import read_video
@@ -68,18 +68,12 @@ class PreprocessReport:
     settings: dict = field(default_factory=dict)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def settings_for(video, size: int, max_frames, head_model, embedding, fov_deg: float, focal_px,
                  test_fraction: float) -> dict:
     """The settings a cached preprocessing must match (video by sha256, not by name)."""
-    return {"version": FORMAT_VERSION, "video_sha256": _sha256(Path(video)), "size": int(size),
+    return {"version": FORMAT_VERSION, "video_sha256": sha256_file(Path(video)), "size": int(size),
             "max_frames": max_frames, "head_model": str(head_model) if head_model else "open_head",
             "embedding": str(embedding) if embedding else None, "fov_deg": float(fov_deg),
             "focal_px": focal_px, "test_fraction": float(test_fraction)}
