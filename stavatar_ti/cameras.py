@@ -23,6 +23,19 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def static_camera(width: int, height: int, focal_px: float, distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """The monocular capture camera of the synthetic and own-video datasets: at (0, 0, `distance`)
+    metres looking toward -z with +y up (FLAME axes), principal point at the image centre.
+
+    Returns (viewmat [4,4] OpenCV world->camera = diag(1, -1, -1, 1) with t = (0, 0, distance),
+    K [3,3] with focal length `focal_px` pixels), float64.
+    """
+    V = np.diag([1.0, -1.0, -1.0, 1.0])
+    V[2, 3] = distance
+    K = np.array([[focal_px, 0.0, width / 2.0], [0.0, focal_px, height / 2.0], [0.0, 0.0, 1.0]])
+    return V, K
+
+
 @dataclass
 class OrbitCamera:
     """One camera of an orbit: world->camera `viewmat` [4,4], and its `yaw`/`pitch` (degrees)

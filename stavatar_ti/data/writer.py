@@ -3,6 +3,7 @@
 
     with atomic_output(out, overwrite) as tmp:     # everything goes to <out>.tmp-<pid>, renamed at the end
         write_frame(tmp, t, image, mask, params)   # images/, fg_masks/, flame_param/
+        write_canonical_params(tmp, params)        # canonical_flame_param.npz
         write_transforms(tmp, viewmat, K, width, height, train_ids, test_ids)
 
 Layout (method.md Sec. 11, VHAP's `export_as_nerf_dataset`):
@@ -113,15 +114,31 @@ def _remove_stale_tmp(out: Path) -> None:
             pass
 
 
+def check_output(out_dir, overwrite: bool = False) -> Path:
+    """`out_dir` as a Path; raises FileExistsError if it exists and not `overwrite` (callers check
+    before their slow work, `atomic_output` again when it starts writing)."""
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: already exists (pass overwrite=True to replace it)")
+    return out
+
+
+def write_canonical_params(root, params: dict) -> None:
+    """canonical_flame_param.npz: `params` (one frame, VHAP layout) with pose, translation and
+    expression set to zero (the identity stays)."""
+    canon = dict(params)
+    for k in ("rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation", "expr"):
+        canon[k] = np.zeros_like(canon[k])
+    np.savez_compressed(Path(root) / "canonical_flame_param.npz", **canon)
+
+
 @contextlib.contextmanager
 def atomic_output(out_dir, overwrite: bool = False):
     """Yield a fresh sibling folder ``<out>.tmp-<pid>`` (with images/, fg_masks/, flame_param/) that
     replaces `out_dir` when the block finishes; on any exception it is deleted, so an interrupted
     run never leaves a half-written dataset. Raises FileExistsError if `out_dir` exists and not
     `overwrite`."""
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: already exists (pass overwrite=True to replace it)")
+    out = check_output(out_dir, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(out)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
@@ -143,5 +160,5 @@ def atomic_output(out_dir, overwrite: bool = False):
         raise
 
 
-__all__ = ["atomic_output", "camera_fields", "frame_entry", "split_frames", "transform_matrix", "write_frame",
-           "write_transforms"]
+__all__ = ["atomic_output", "camera_fields", "check_output", "frame_entry", "split_frames", "transform_matrix",
+           "write_canonical_params", "write_frame", "write_transforms"]

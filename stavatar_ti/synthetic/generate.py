@@ -51,7 +51,9 @@ import numpy as np
 import scipy.ndimage
 import torch
 
-from ..data.writer import atomic_output, camera_fields, split_frames, transform_matrix, write_frame, write_transforms
+from ..cameras import static_camera
+from ..data.writer import (atomic_output, camera_fields, check_output, split_frames, transform_matrix,
+                           write_canonical_params, write_frame, write_transforms)
 from ..meshrender import render_mesh
 from .head import SyntheticHead, load_head
 from .motion import (FPS, Motion, TrackedParams, TrackerNoise, make_motion, make_nonrigid_fields, mouth_open,
@@ -103,10 +105,7 @@ class Camera:
 
 def make_camera(size: int, distance: float = CAMERA_DISTANCE, focal_factor: float = FOCAL_FACTOR) -> Camera:
     """The static camera at (0, 0, distance) looking toward -z, square `size` image."""
-    V = np.diag([1.0, -1.0, -1.0, 1.0])
-    V[2, 3] = distance
-    f = focal_factor * size
-    K = np.array([[f, 0.0, size / 2.0], [0.0, f, size / 2.0], [0.0, 0.0, 1.0]])
+    V, K = static_camera(size, size, focal_factor * size, distance)
     return Camera(V, K, int(size), int(size))
 
 
@@ -337,10 +336,8 @@ def generate_sequence(out_dir, frames: int = 300, size: int = 256, seed: int = 0
         ValueError: bad arguments; FileExistsError: `out_dir` exists and not `overwrite`;
         FlameFileError: unreadable head model file.
     """
-    out = Path(out_dir)
     train, test = split_frames(int(frames), float(test_fraction))  # validates test_fraction first
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: already exists (pass overwrite=True to replace it)")
+    out = check_output(out_dir, overwrite)
     seq = build_sequence(frames, size, seed, head_model, supersample=supersample, texture_size=texture_size,
                          uv_obj=uv_obj)
     with atomic_output(out, overwrite) as tmp:
@@ -354,10 +351,7 @@ def generate_sequence(out_dir, frames: int = 300, size: int = 256, seed: int = 0
                 write_frame(tmp, t, image, mask, seq.written_params(t))
                 if progress is not None:
                     progress(t + 1, T)
-        canon = seq.written_params(0)
-        for k in ("rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation", "expr"):
-            canon[k] = np.zeros_like(canon[k])
-        np.savez_compressed(tmp / "canonical_flame_param.npz", **canon)
+        write_canonical_params(tmp, seq.written_params(0))
         cam = seq.camera
         write_transforms(tmp, cam.viewmat, cam.K, cam.width, cam.height, train, test)
         _write_truth(tmp / "synthetic_truth.npz", seq)

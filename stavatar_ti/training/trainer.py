@@ -103,6 +103,22 @@ class StepTimer:
         self.current = None
 
 
+class _NoTimer:
+    """Stands in for StepTimer when timing is off (no checks in the step)."""
+
+    def start(self) -> None:
+        pass
+
+    def mark(self, part: str) -> None:
+        pass
+
+    def stop(self, densified: bool) -> None:
+        pass
+
+
+_NO_TIMER = _NoTimer()
+
+
 class Trainer:
     """One training run: `Trainer(cfg, data, out).run()`.
 
@@ -211,9 +227,8 @@ class Trainer:
 
     def step(self) -> dict:
         """One training iteration (method.md Sec. 9 order: backward, densify, step, zero grads)."""
-        tm = self.timer
-        if tm is not None:
-            tm.start()
+        tm = self.timer or _NO_TIMER
+        tm.start()
         plan = self.plan[self.iteration]
         self.iteration += 1
         self._update_lr()
@@ -222,15 +237,12 @@ class Trainer:
             self.densifier.start_window(plan.window)
         view = self.scene.train_views[plan.view]
         sh_degree = min(self.cfg.model.sh_degree, (self.iteration - 1) // self.cfg.model.sh_degree_interval)
-        if tm is not None:
-            tm.mark("optimizer")
+        tm.mark("optimizer")
         g, offsets = self.scene.gaussians(view.timestep)
-        if tm is not None:
-            tm.mark("gaussians")
+        tm.mark("gaussians")
         out = self.scene.rasterize_gaussians(view, g, sh_degree)
         out.means2d.retain_grad()
-        if tm is not None:
-            tm.mark("render")
+        tm.mark("render")
         gt = self.scene.image_float(view)  # once per step (a host-to-device copy on CUDA)
         terms = self.loss_terms(view, out, g, offsets, gt)
         loss = sum(terms.values())
@@ -240,22 +252,18 @@ class Trainer:
             warnings.warn(f"iteration {self.iteration}: non-finite loss, step skipped", stacklevel=2)
             if self.nan_steps >= self.cfg.train.max_nan_steps:
                 raise TrainingError(f"{self.nan_steps} non-finite losses in a row at iteration {self.iteration}")
-            if tm is not None:
-                tm.mark("losses")
-                tm.stop(False)
+            tm.mark("losses")
+            tm.stop(False)
             return {"loss": float("nan")}
         self.nan_steps = 0
-        if tm is not None:
-            tm.mark("losses")
+        tm.mark("losses")
         loss.backward()
-        if tm is not None:
-            tm.mark("backward")
+        tm.mark("backward")
         image = out.image.detach().permute(2, 0, 1)
         if plan.accumulate:
             self.densifier.accumulate(plan.window, self.scene.avatar, out, out.means2d.grad, image, gt,
                                       view.width, view.height)
-            if tm is not None:
-                tm.mark("densify_stats")
+            tm.mark("densify_stats")
         densified = None
         if plan.densify:
             densified = self.densifier.densify(plan.window, self.scene.avatar, self.optimizer, g["scales"], self.gen)
@@ -268,9 +276,8 @@ class Trainer:
         self._zero_grad()
         with torch.no_grad():
             p = float(psnr(image.clamp(0, 1), gt))
-        if tm is not None:
-            tm.mark("optimizer")
-            tm.stop(plan.densify)
+        tm.mark("optimizer")
+        tm.stop(plan.densify)
         return {"loss": float(loss.detach()), "psnr": p, **({"densified": densified} if densified else {})}
 
     def _flame_step_if_densified(self, densified) -> None:

@@ -37,7 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.writer import atomic_output, split_frames, write_frame, write_transforms
+from ..cameras import static_camera
+from ..data.writer import (atomic_output, check_output, split_frames, write_canonical_params, write_frame,
+                           write_transforms)
 from ..flame import FlameModel
 from ..geometry import axis_angle_to_matrix
 from ..hashing import sha256_file
@@ -66,8 +68,6 @@ class PreprocessReport:
     mean_landmark_error_px: float
     seconds: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
-
-
 
 
 def settings_for(video, size: int, max_frames, head_model, embedding, fov_deg: float, focal_px,
@@ -116,10 +116,7 @@ def video_camera(width: int, height: int, fov_deg: float = 55.0, focal_px: float
         focal_px = 0.5 * width / math.tan(math.radians(float(fov_deg)) / 2.0)
     if not float(focal_px) > 0:
         raise ValueError(f"focal_px: expected > 0, got {focal_px!r}")
-    V = np.diag([1.0, -1.0, -1.0, 1.0])
-    V[2, 3] = CAMERA_DISTANCE
-    K = np.array([[focal_px, 0.0, width / 2.0], [0.0, focal_px, height / 2.0], [0.0, 0.0, 1.0]])
-    return V, K
+    return static_camera(width, height, float(focal_px), CAMERA_DISTANCE)
 
 
 def _recentre(track, viewmat: np.ndarray) -> np.ndarray:
@@ -179,6 +176,7 @@ def preprocess_video(video, out, size: int = 512, max_frames: int | None = None,
         say(f"reusing the preprocessing in {out}")
         return PreprocessReport(**{k: meta[k] for k in PreprocessReport.__dataclass_fields__})
     overwrite = overwrite or reuse
+    check_output(out, overwrite)  # before the slow steps
     model, emb = load_tracking_model(head_model, embedding)
     seconds = {}
 
@@ -231,10 +229,7 @@ def preprocess_video(video, out, size: int = 512, max_frames: int | None = None,
                 uv = uv[:, :2] / uv[:, 2:3]
                 image, mask = whiten_below(image, mask, boundary_from_points(uv, size))
                 write_frame(tmp, i, image, mask, track.flame_params(i))
-        canon = track.flame_params(0)
-        for k in ("rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation", "expr"):
-            canon[k] = np.zeros_like(canon[k])
-        np.savez_compressed(tmp / "canonical_flame_param.npz", **canon)
+        write_canonical_params(tmp, track.flame_params(0))
         write_transforms(tmp, viewmat, Ks, size, size, train, test)
         seconds["write"] = time.time() - t
         report = PreprocessReport(out=str(out), frames_in_video=int(T0), kept=int(T), dropped=dropped,
