@@ -1,4 +1,4 @@
-"""Tests of the procedural open head model (stavatar_ti/flame/open_head.py).
+"""Tests of the procedural open head model (stavatar_ti/flame/open_head/).
 
 Everything here is plain numpy: mesh topology and orientation, the UV layout (a coverage
 rasterisation finds overlapping UV triangles), joints, skinning (a small FLAME-style LBS),

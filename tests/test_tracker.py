@@ -24,8 +24,9 @@ from stavatar_ti.flame.open_head import make_open_head
 from stavatar_ti.synthetic.generate import build_sequence, make_camera
 from stavatar_ti.video.embedding import (EmbeddingFileError, LandmarkEmbedding, head_view_angles,
                                          load_flame_embedding, open_head_embedding, raycast_mesh, save_embedding)
-from stavatar_ti.video.tracker import (TrackerOptions, TrackResult, _LandmarkModel, fit_sequence, neck_line,
-                                       neck_ring_ids)
+from stavatar_ti.video.landmark_model import _LandmarkModel
+from stavatar_ti.video.neck import neck_line, neck_ring_ids
+from stavatar_ti.video.tracker import TrackerOptions, TrackResult, fit_sequence
 
 IRIS = np.arange(468, 478)
 
@@ -236,7 +237,7 @@ def test_reduced_landmark_model_is_exact(model, emb):
 
 def test_head_view_angles():
     """Frontal = (0, 0) on and off the optical axis; a pure yaw / pitch comes back; torch twin agrees."""
-    from stavatar_ti.video.tracker import _view_angles
+    from stavatar_ti.video.landmark_model import _view_angles
     F = np.diag([1.0, -1.0, -1.0])                    # FLAME axes -> OpenCV camera axes (camera looks at -z)
     for centre in ([0.0, 0.0, 1.0], [0.3, -0.2, 1.0]):
         c = np.asarray(centre) / np.linalg.norm(centre)
