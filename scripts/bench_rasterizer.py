@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 import stavatar_ti
-from stavatar_ti.ops import radix_sort_pairs
+from stavatar_ti.render.sorting import radix_sort_pairs
 
 DEFAULT_SIZES = {
     "cpu": [(1_000, 128), (10_000, 128), (20_000, 256), (50_000, 256), (100_000, 512)],

@@ -33,7 +33,8 @@ def main(argv=None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from stavatar_ti import avatar_api as api
+    from stavatar_ti.api import Avatar
+    from stavatar_ti.tools import evaluation, runs
     from stavatar_ti.data import DatasetError, load_dataset
     from stavatar_ti.flame import FlameFileError
 
@@ -45,13 +46,13 @@ def main(argv=None) -> int:
         if args.max_frames is not None and args.max_frames < 1:
             raise ValueError(f"--max-frames: expected a positive number, got {args.max_frames}")
         for model in args.model:
-            avatar = api.Avatar.load(model, device=args.device)
-            data = load_dataset(api.resolve_data_root(avatar, args.data))
-            views = api.views_for(avatar, api.split_frames(data, args.split, args.max_frames))
+            avatar = Avatar.load(model, device=args.device)
+            data = load_dataset(runs.resolve_data_root(avatar, args.data))
+            views = runs.views_for(avatar, runs.split_frames(data, args.split, args.max_frames))
             with Progress(TextColumn(f"[bold]eval {model}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=console, disable=not console.is_terminal) as bar:
                 task = bar.add_task("eval", total=len(views))
-                res = api.evaluate_views(avatar, views, args.lpips_range, progress=lambda: bar.advance(task))
+                res = evaluation.evaluate_views(avatar, views, args.lpips_range, progress=lambda: bar.advance(task))
             out = args.out or model / "eval"
             out.mkdir(parents=True, exist_ok=True)
             meta = {"model": str(model), "split": args.split, "frames": len(views), "convention": res["convention"],

@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     args = ap.parse_args(argv)
 
-    from stavatar_ti.avatar_api import Avatar
+    from stavatar_ti.api import Avatar
     from stavatar_ti.flame import FlameFileError
 
     try:

@@ -15,7 +15,7 @@ Nothing is downloaded into the repository; the sdist itself is deleted after con
 
 import sys
 
-from stavatar_ti.lpips_offline import main
+from stavatar_ti.losses.lpips import main
 
 if __name__ == "__main__":
     sys.exit(main())

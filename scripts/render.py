@@ -42,8 +42,9 @@ def main(argv=None) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from stavatar_ti import avatar_api as api
-    from stavatar_ti.cameras import centered_intrinsics, orbit_cameras
+    from stavatar_ti.api import Avatar
+    from stavatar_ti.tools import media, runs
+    from stavatar_ti.render.cameras import centered_intrinsics, orbit_cameras
     from stavatar_ti.data import DatasetError, load_dataset
     from stavatar_ti.flame import FlameFileError
 
@@ -58,18 +59,18 @@ def main(argv=None) -> int:
                 import imageio_ffmpeg  # noqa: F401 - availability check
             except ImportError:
                 raise ValueError("--video needs the package imageio-ffmpeg (pip install imageio-ffmpeg)") from None
-        avatar = api.Avatar.load(args.model, device=args.device)
+        avatar = Avatar.load(args.model, device=args.device)
         # jobs: (name, params, viewmat, K, width, height, gt uint8 HWC or None)
         if args.target is not None:
             target = load_dataset(args.target)
-            frames = api.split_frames(target, "all", args.max_frames)
+            frames = runs.split_frames(target, "all", args.max_frames)
             params = avatar.drive_params(target)[: len(frames)]
-            views = api.views_for(avatar, frames)
+            views = runs.views_for(avatar, frames)
             name, with_error = args.target.resolve().name, False
         else:
-            data = load_dataset(api.resolve_data_root(avatar, args.data))
-            frames = api.split_frames(data, args.split, None if args.orbit else args.max_frames)
-            views = api.views_for(avatar, frames[:1] if args.orbit else frames)
+            data = load_dataset(runs.resolve_data_root(avatar, args.data))
+            frames = runs.split_frames(data, args.split, None if args.orbit else args.max_frames)
+            views = runs.views_for(avatar, frames[:1] if args.orbit else frames)
             if args.orbit:
                 t = views[0].timestep if args.frame is None else args.frame
                 p = avatar.params(t)
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
                 renders.append(img)
                 if gt is not None:
                     iio.imwrite(out / gt_dir / f"{stem}.png", gt)
-                    strip = api.comparison_strip(img, gt, with_error=with_error)
+                    strip = media.comparison_strip(img, gt, with_error=with_error)
                     iio.imwrite(out / "compare" / f"{stem}.png", strip)
                     strips.append(strip)
                 bar.advance(task)
@@ -109,9 +110,9 @@ def main(argv=None) -> int:
             if not any((out / sub).iterdir()):
                 (out / sub).rmdir()
         if args.video:
-            api.write_video(out / "renders.mp4", renders, args.fps)
+            media.write_video(out / "renders.mp4", renders, args.fps)
             if strips:
-                api.write_video(out / "compare.mp4", strips, args.fps)
+                media.write_video(out / "compare.mp4", strips, args.fps)
     except (ValueError, DatasetError, FlameFileError, RuntimeError, OSError) as exc:
         msg = " ".join(str(exc).split())
         print(f"error: {msg}", file=sys.stderr)

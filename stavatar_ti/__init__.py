@@ -6,8 +6,8 @@ Public rasterizer API (docs/architecture.md Sec. 3):
     stavatar_ti.Avatar.load(OUT)            # a trained avatar (render, reenact, export)
 """
 
-from .rasterization import RasterOutput, rasterize
-from .runtime import init
+from .render.rasterization import RasterOutput, rasterize
+from .render.runtime import init
 
 __version__ = "0.1.0"
 __all__ = ["Avatar", "RasterOutput", "rasterize", "init", "__version__"]
@@ -16,6 +16,6 @@ __all__ = ["Avatar", "RasterOutput", "rasterize", "init", "__version__"]
 def __getattr__(name):
     # lazy: `import stavatar_ti` for the rasterizer does not pull in the training code
     if name == "Avatar":
-        from .avatar_api import Avatar
+        from .api import Avatar
         return Avatar
     raise AttributeError(f"module 'stavatar_ti' has no attribute {name!r}")

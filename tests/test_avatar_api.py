@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from stavatar_ti import rasterize
-from stavatar_ti.avatar_api import Avatar, write_video
-from stavatar_ti.cameras import centered_intrinsics, orbit_cameras, yaw_pitch
+from stavatar_ti.api import Avatar
+from stavatar_ti.tools.media import write_video
+from stavatar_ti.render.cameras import centered_intrinsics, orbit_cameras, yaw_pitch
 from stavatar_ti.config import load_config
 from stavatar_ti.data import load_dataset
 from stavatar_ti.synthetic import generate_sequence

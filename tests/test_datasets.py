@@ -26,7 +26,7 @@ from scipy.spatial.transform import Rotation
 
 from stavatar_ti.data import (DatasetError, check_dataset, detect_format, load_dataset, load_imavatar, load_insta,
                               load_vhap, run_check)
-from stavatar_ti.meshrender import render_mesh
+from stavatar_ti.flame.meshrender import render_mesh
 
 ROOT = Path(__file__).resolve().parents[1]
 W, H = 80, 60

@@ -24,8 +24,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy import ndimage
 
-from stavatar_ti import losses, metrics
-from stavatar_ti import lpips_offline as lo
+from stavatar_ti.losses import metrics
+from stavatar_ti.losses import photometric as losses
+from stavatar_ti.losses import lpips as lo
 
 C1, C2 = 0.01 ** 2, 0.03 ** 2
 

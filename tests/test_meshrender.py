@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from stavatar_ti.meshrender import DEFAULT_GREY, NEAR_Z, render_mesh, vertex_normals
+from stavatar_ti.flame.meshrender import DEFAULT_GREY, NEAR_Z, render_mesh, vertex_normals
 
 # ------------------------------------------------------------------------------------------------
 # Small helpers (plain Python)
@@ -462,7 +462,7 @@ def test_near_plane_drops_whole_triangles():
 
 
 def test_chunking_does_not_change_the_result(monkeypatch):
-    import stavatar_ti.meshrender as mr
+    import stavatar_ti.flame.meshrender as mr
 
     Vs, Fs = uv_sphere(10, 14)
     view = np.eye(4)

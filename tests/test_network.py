@@ -1,4 +1,4 @@
-"""Tests for stavatar_ti.network: the dual-branch UV network, offset activations and θ* (method.md §5, §6)."""
+"""Tests for stavatar_ti.model (uv_network, unet, offsets): the dual-branch UV network, offset activations and θ* (method.md §5, §6)."""
 
 import math
 
@@ -7,16 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from stavatar_ti.geometry import quat_to_matrix
-from stavatar_ti.network import (
-    FourierEncoder,
-    OffsetActivation,
-    UVNetwork,
-    activate_offsets,
-    axis_angle_to_quat,
-    compose_final,
-    network_pose,
-    unpack_offsets,
-)
+from stavatar_ti.model.offsets import (OffsetActivation, activate_offsets, axis_angle_to_quat, compose_final,
+                                       unpack_offsets)
+from stavatar_ti.model.unet import FourierEncoder
+from stavatar_ti.model.uv_network import UVNetwork, network_pose
 
 S = 32  # small maps for speed; the architecture is resolution independent
 

@@ -7,7 +7,7 @@ import torch
 
 import stavatar_ti
 from conftest import DEVICE
-from stavatar_ti import runtime
+from stavatar_ti.render import runtime
 
 OTHER = "cpu" if DEVICE == "cuda" else "cuda"
 

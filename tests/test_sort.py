@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from stavatar_ti.ops import exclusive_scan, radix_sort_pairs
+from stavatar_ti.render.sorting import exclusive_scan, radix_sort_pairs
 
 
 @pytest.mark.parametrize("n,high,dtype,bits", [

@@ -12,7 +12,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from stavatar_ti.meshrender import render_mesh
+from stavatar_ti.flame.meshrender import render_mesh
 from stavatar_ti.synthetic import (MOUTH_OPEN_JAW, build_sequence, generate_sequence, make_motion,
                                    make_nonrigid_fields, mouth_open, simulate_tracker)
 from stavatar_ti.synthetic import generate as gen_mod

@@ -2,7 +2,7 @@
 / `prune_points`, GaussianAvatars binding bookkeeping).
 
 The Gaussian optimizer holds one parameter group per attribute, named as in
-`stavatar_ti.avatar.PARAM_NAMES`. Every operation replaces the avatar's parameters and moves the
+`stavatar_ti.model.gaussians.PARAM_NAMES`. Every operation replaces the avatar's parameters and moves the
 Adam moments with them: kept rows keep their moments, new rows start at zero.
 """
 
@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..avatar import PARAM_NAMES, GaussianAvatar
+from ..model.gaussians import PARAM_NAMES, GaussianAvatar
 from ..geometry import quat_to_matrix
 
 

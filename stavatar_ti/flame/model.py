@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from ..validation import check_finite
+from ..render.validation import check_finite
 from .frames import TriangleFrames, triangle_frames
 from .lbs import lbs
 from .loading import FlameFileError, load_model_file, read_obj_uvs

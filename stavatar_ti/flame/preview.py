@@ -8,7 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from ..meshrender import render_mesh
+from .meshrender import render_mesh
 from .model import FlameModel
 from .open_head import make_open_head
 

@@ -29,7 +29,7 @@ both the true and the written translation).
 
 Images: the subject's true mesh (the identity, the true expression, the true poses, plus the
 non-rigid fields as a per-frame offset before skinning) rendered by the independent z-buffer
-renderer (`stavatar_ti.meshrender`, back faces culled, Lambert shading with a fixed key light from the
+renderer (`stavatar_ti.flame.meshrender`, back faces culled, Lambert shading with a fixed key light from the
 upper left and ambient 0.42) with the baked UV texture times the frame's wrinkle shading.  Then, in
 the image: a fuzz of hair strands sticks out of the silhouette up to 5 mm where the scalp is at the
 border (anchored to the surface UV, so it moves with the head), and the bottom 3 cm of the neck
@@ -51,10 +51,10 @@ import numpy as np
 import scipy.ndimage
 import torch
 
-from ..cameras import static_camera
+from ..render.cameras import static_camera
 from ..data.writer import (atomic_output, camera_fields, check_output, split_frames, transform_matrix,
                            write_canonical_params, write_frame, write_transforms)
-from ..meshrender import render_mesh
+from ..flame.meshrender import render_mesh
 from .head import SyntheticHead, load_head
 from .motion import (FPS, Motion, TrackedParams, TrackerNoise, make_motion, make_nonrigid_fields, mouth_open,
                      simulate_tracker)

@@ -25,7 +25,7 @@ import torch
 
 from ..flame import FlameModel
 from ..flame.open_head import make_open_head
-from ..meshrender import vertex_normals
+from ..flame.meshrender import vertex_normals
 
 __all__ = ["SyntheticHead", "load_head", "KIND_SKIN", "KIND_EYEBALL", "KIND_TEETH", "KIND_MOUTH",
            "KIND_LINING", "KIND_OTHER"]

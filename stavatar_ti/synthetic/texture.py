@@ -41,7 +41,7 @@ import scipy.ndimage
 import torch
 from scipy.spatial import cKDTree
 
-from ..meshrender import render_mesh
+from ..flame.meshrender import render_mesh
 from .head import (KIND_EYEBALL, KIND_LINING, KIND_MOUTH, KIND_OTHER, KIND_SKIN, KIND_TEETH,
                    SyntheticHead)
 

@@ -24,7 +24,7 @@ import torch
 
 from ..densify import ops
 from ..densify.vanilla import Densifier, Step, ndc_grad_norm, shuffled_epochs
-from ..losses import fused_error_map
+from ..losses.photometric import fused_error_map
 from .clustering import ftc_cluster
 from .error import gather_gaussian_error
 from .stats import SparseDensityStats

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels import error_gather
-from ..runtime import launch
+from ..render.runtime import launch
 
 FORMULAS = {"code": 0, "paper": 1}
 

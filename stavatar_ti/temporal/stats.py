@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels import density_stats as ds
-from ..runtime import ensure_device, taichi_lock
+from ..render.runtime import ensure_device, taichi_lock
 
 
 class SparseDensityStats:

@@ -1,6 +1,6 @@
 """Image-space masks of head-model regions (e.g. the mouth: lips + teeth) for region metrics.
 
-The posed mesh of a view is drawn with the independent z-buffer renderer (stavatar_ti.meshrender);
+The posed mesh of a view is drawn with the independent z-buffer renderer (stavatar_ti.flame.meshrender);
 a pixel belongs to a region when its visible face touches a vertex of the region. Metrics on the
 region use the bounding box of those pixels (padded), so SSIM and LPIPS see image structure.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..meshrender import render_mesh
+from ..flame.meshrender import render_mesh
 
 
 @torch.no_grad()

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .. import rasterize
-from ..avatar import PARAM_NAMES, GaussianAvatar
+from ..render import rasterize
+from ..model.gaussians import PARAM_NAMES, GaussianAvatar
 from ..data import load_dataset
 from ..flame import FlameModel
 from ..flame.open_head import make_open_head
-from ..flame_table import FlameTable
-from ..network import UVNetwork, activate_offsets, compose_final, network_pose
+from ..model.flame_table import FlameTable
+from ..model.offsets import activate_offsets, compose_final
+from ..model.uv_network import UVNetwork, network_pose
 from ..uv import (lookup_uv, rasterize_uv, sample_gaussian_uvs, uv_displacement_map, uv_position_map,
                   uv_region_masks)
 

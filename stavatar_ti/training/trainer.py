@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..avatar import PARAM_NAMES, write_ply
+from ..model.gaussians import PARAM_NAMES, write_ply
 from ..config import save_config, to_dict
 from ..densify import VanillaADC, scene_extent_from_cameras
-from ..losses import lpips_loss, photometric_loss
-from ..metrics import lpips_metric, psnr, ssim_metric
+from ..losses.photometric import lpips_loss, photometric_loss
+from ..losses.metrics import lpips_metric, psnr, ssim_metric
 from .checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from .regions import region_box
 from .scene import Scene

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from ..kernels import uv_raster
-from ..runtime import launch
-from ..validation import check_positive_int
+from ..render.runtime import launch
+from ..render.validation import check_positive_int
 
 
 @dataclass

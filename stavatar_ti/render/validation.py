@@ -54,3 +54,15 @@ def check_positive_int(value, name: str) -> int:
     if value <= 0:
         raise ValueError(f"{name}: expected a positive int, got {value}")
     return value
+
+
+def check_float_tensor(x, name: str, shape) -> torch.Tensor:
+    """Check that `x` is a floating tensor of `shape` (None = any size). Raise ValueError naming `name`."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    want = "[" + ",".join("*" if s is None else str(s) for s in shape) + "]"
+    if x.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
+        raise ValueError(f"{name}: expected shape {want}, got {list(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: expected a floating-point tensor, got {x.dtype}")
+    return x

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .flame.frames import TriangleFrames
-from .geometry import quat_multiply
+from ..flame.frames import TriangleFrames
+from ..geometry import quat_multiply
 
 PARAM_NAMES = ("xyz", "scaling", "rotation", "features_dc", "features_rest", "opacity")
 

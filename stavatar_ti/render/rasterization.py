@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .raster_ops import Composite, Project, SHColors, bin_gaussians
+from .autograd import Composite, Project, SHColors, bin_gaussians
 from .runtime import ensure_device
 from .validation import check_finite, check_positive_int, check_tensor
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from .kernels import binning, projection, rasterize, sh
-from .kernels.common import TILE_SIZE
-from .ops import exclusive_scan, radix_sort_pairs
+from ..kernels import binning, projection, rasterize, sh
+from ..kernels.common import TILE_SIZE
+from .sorting import exclusive_scan, radix_sort_pairs
 from .runtime import launch, taichi_lock
 
 _INT32_MAX = 2**31 - 1

@@ -1,4 +1,4 @@
-"""STAvatar's dual-branch UV network, offset activations and the final parameters θ* (method.md §5, §6).
+"""STAvatar's dual-branch UV network (method.md §5): per-frame raw offset map O in FLAME UV space.
 
 Pipeline (method.md §5, one frame t, all maps S×S with S = 256 in the paper):
 
@@ -11,7 +11,8 @@ Pipeline (method.md §5, one frame t, all maps S×S with S = 256 in the paper):
     fusion head F (§5.7) on cat[g, l_1..l_R] → raw offset map O [B,13,S,S]
 
 O is sampled per Gaussian (``stavatar_ti.uv.lookup.lookup_uv``, §4.5), activated with
-:func:`activate_offsets` (§5.9) and composed with the coarse parameters θ̃ by :func:`compose_final` (§6).
+:func:`stavatar_ti.model.offsets.activate_offsets` (§5.9) and composed with the coarse parameters θ̃ by
+:func:`stavatar_ti.model.offsets.compose_final` (§6).
 
 Notes taken from method.md §15:
   * item 7: d3 lives in *image* space and is concatenated channel-wise with UV-space tensors without
@@ -25,167 +26,19 @@ Pose vector convention (method.md §5.1): ``pose = concat[neck(3), jaw(3), eyes(
 
 from __future__ import annotations
 
-import math
-from typing import Mapping
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .geometry import quat_multiply
+from ..render.validation import check_float_tensor
+from .offsets import OFFSET_CHANNELS
+from .unet import FourierEncoder, UNetEncoder, conv1, conv3
 
-__all__ = [
-    "FourierEncoder",
-    "DoubleConv",
-    "UNetEncoder",
-    "UVNetwork",
-    "OffsetActivation",
-    "activate_offsets",
-    "axis_angle_to_quat",
-    "compose_final",
-    "network_pose",
-    "unpack_offsets",
-    "OFFSET_CHANNELS",
-    "PACKED_CHANNELS",
-]
+__all__ = ["UVNetwork", "network_pose", "LOCAL_TILE"]
 
-#: Raw offset channels predicted per texel (method.md §5.9).
-OFFSET_CHANNELS = 13
-#: Activated per-Gaussian offset vector length: δμ(3) δs(3) q_δ(4) δc(3) δα(1) (method.md §5.9).
-PACKED_CHANNELS = 14
 #: Side of the UV tiles on which the local branch is evaluated (only tiles that meet a region mask).
 LOCAL_TILE = 16
 _HALO = 3  # widest window halo the tiled local branch reads (disp stem + two 3x3 convs)
-
-
-# --------------------------------------------------------------------------------------------------
-# small argument checks (ValueError naming the argument)
-# --------------------------------------------------------------------------------------------------
-
-def _check(x, name: str, shape) -> torch.Tensor:
-    """Check that `x` is a floating tensor of `shape` (None = any size). Raise ValueError naming `name`."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    want = "[" + ",".join("*" if s is None else str(s) for s in shape) + "]"
-    if x.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
-        raise ValueError(f"{name}: expected shape {want}, got {list(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected a floating-point tensor, got {x.dtype}")
-    return x
-
-
-# --------------------------------------------------------------------------------------------------
-# §5.2 Fourier encoder
-# --------------------------------------------------------------------------------------------------
-
-class FourierEncoder(nn.Module):
-    """Parameter-free Fourier features E_f (method.md §5.2), shared by UV_pos and UV_disp.
-
-    Frequencies f_k = 10^(k/5), k = 0..5 = {1, 1.585, 2.512, 3.981, 6.310, 10}. For an input with C
-    channels the output has C·(1 + 2K) channels, laid out as
-
-        [x (C), sin(2π f_k x_c) (C·K), cos(2π f_k x_c) (C·K)],
-
-    where inside the sin and cos blocks the index is channel-major: c·K + k. For C = 3 this is 39.
-
-    Input [B,C,H,W] (any float dtype, any device) → output [B,C(1+2K),H,W], same dtype/device.
-    Raises ValueError if the input is not a 4-D floating tensor.
-    """
-
-    def __init__(self, num_freqs: int = 6, base: float = 10.0, step: float = 5.0):
-        super().__init__()
-        # plain Python floats (not a buffer), so the features are exact in the input's own dtype
-        self.freqs = tuple(base ** (k / step) for k in range(num_freqs))
-        self.num_freqs = num_freqs
-
-    def out_channels(self, in_channels: int = 3) -> int:
-        """Number of output channels for `in_channels` input channels (39 for 3)."""
-        return in_channels * (1 + 2 * self.num_freqs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check(x, "x", (None, None, None, None))
-        b, c, h, w = x.shape
-        f = torch.tensor(self.freqs, dtype=x.dtype, device=x.device)
-        # [B,C,K,H,W] -> [B,C*K,H,W] gives channel-major index c*K + k
-        arg = (2.0 * math.pi) * x[:, :, None] * f[None, None, :, None, None]
-        arg = arg.reshape(b, c * self.num_freqs, h, w)
-        return torch.cat([x, torch.sin(arg), torch.cos(arg)], dim=1)
-
-
-# --------------------------------------------------------------------------------------------------
-# §5.3 image encoder (U-Net)
-# --------------------------------------------------------------------------------------------------
-
-def _conv3(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=bias)
-
-
-def _conv1(cin: int, cout: int) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, kernel_size=1, bias=True)
-
-
-class DoubleConv(nn.Sequential):
-    """DoubleConv(a → b, mid m) = Conv3(a→m, no bias) + ReLU + Conv3(m→b, no bias) + ReLU (method.md §5.3).
-
-    No BatchNorm (method.md §15 item 10). `mid` defaults to `out_ch`.
-    """
-
-    def __init__(self, in_ch: int, out_ch: int, mid_ch: int | None = None):
-        mid = out_ch if mid_ch is None else mid_ch
-        super().__init__(
-            _conv3(in_ch, mid, bias=False), nn.ReLU(inplace=True),
-            _conv3(mid, out_ch, bias=False), nn.ReLU(inplace=True),
-        )
-
-
-class _Down(nn.Sequential):
-    """MaxPool2 then DoubleConv (method.md §5.3)."""
-
-    def __init__(self, in_ch: int, out_ch: int):
-        super().__init__(nn.MaxPool2d(2), DoubleConv(in_ch, out_ch))
-
-
-class _Up(nn.Module):
-    """Bilinear ×2 upsampling (align_corners=True), concat [skip, up], DoubleConv (method.md §5.3)."""
-
-    def __init__(self, in_ch: int, out_ch: int, mid_ch: int):
-        super().__init__()
-        self.conv = DoubleConv(in_ch, out_ch, mid_ch)
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
-        if up.shape[-2:] != skip.shape[-2:]:  # odd sizes: pad to the skip's size
-            dh, dw = skip.shape[-2] - up.shape[-2], skip.shape[-1] - up.shape[-1]
-            up = F.pad(up, [dw // 2, dw - dw // 2, dh // 2, dh - dh // 2])
-        return self.conv(torch.cat([skip, up], dim=1))
-
-
-class UNetEncoder(nn.Module):
-    """Image encoder E_i (method.md §5.3): [B,3,S,S] image in [0,1] → d3 [B,64,S,S].
-
-    inc DoubleConv(3→64, mid 32); down1..3 = MaxPool2 + DoubleConv(64→128, 128→256, 256→256);
-    up1..3 = bilinear ×2 (align_corners=True) + concat skip + DoubleConv(512→128 mid 256,
-    256→64 mid 128, 128→64 mid 64). 4,258,656 parameters, all conv weights (no biases).
-    """
-
-    def __init__(self, in_ch: int = 3):
-        super().__init__()
-        self.inc = DoubleConv(in_ch, 64, 32)
-        self.down1 = _Down(64, 128)
-        self.down2 = _Down(128, 256)
-        self.down3 = _Down(256, 256)
-        self.up1 = _Up(512, 128, 256)
-        self.up2 = _Up(256, 64, 128)
-        self.up3 = _Up(128, 64, 64)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = self.inc(x)
-        x2 = self.down1(x1)
-        x3 = self.down2(x2)
-        x4 = self.down3(x3)
-        y = self.up1(x4, x3)
-        y = self.up2(y, x2)
-        return self.up3(y, x1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,7 +66,7 @@ def network_pose(rotation: torch.Tensor, neck_pose: torch.Tensor, jaw_pose: torc
              "rotation": (rotation, 3)}
     batch = None
     for name, (t, n) in parts.items():
-        _check(t, name, (None, n))
+        check_float_tensor(t, name, (None, n))
         if batch is None:
             batch = t.shape[0]
         elif t.shape[0] != batch:
@@ -290,29 +143,29 @@ class UVNetwork(nn.Module):
         # §5.3 image encoder
         self.image_encoder = UNetEncoder(3)
         # §5.2 stems
-        self.pos_stem = nn.Sequential(_conv3(fch, 64), nn.ReLU(inplace=True))
-        self.disp_stem = nn.Sequential(_conv3(fch, 64), nn.ReLU(inplace=True))
+        self.pos_stem = nn.Sequential(conv3(fch, 64), nn.ReLU(inplace=True))
+        self.disp_stem = nn.Sequential(conv3(fch, 64), nn.ReLU(inplace=True))
         # §5.4 condition embeddings
         self.expr_embed = nn.Linear(n_expr, 96)
         self.pose_embed = nn.Linear(n_pose, 16)
         self.trans_embed = nn.Linear(n_trans, 16)
         # §5.5 global decoder
         self.global_decoder = nn.Sequential(
-            _conv3(64 + 64 + 96 + 16 + 16, 256), nn.ReLU(inplace=True),
-            _conv3(256, 128), nn.ReLU(inplace=True),
+            conv3(64 + 64 + 96 + 16 + 16, 256), nn.ReLU(inplace=True),
+            conv3(256, 128), nn.ReLU(inplace=True),
         )
         # §5.6 local decoder (one weight set shared by all regions)
         self.local_expr_embed = nn.Linear(n_expr, 64)
         self.local_decoder = nn.Sequential(
-            _conv3(64 + 64 + 64, 64), nn.ReLU(inplace=True),
-            _conv3(64, 64), nn.ReLU(inplace=True),
-            _conv1(64, 64),
+            conv3(64 + 64 + 64, 64), nn.ReLU(inplace=True),
+            conv3(64, 64), nn.ReLU(inplace=True),
+            conv1(64, 64),
         )
         # §5.7 fusion head
         self.fusion = nn.Sequential(
-            _conv3(128 + 64 * R, 128), nn.ReLU(inplace=True),
-            _conv3(128, 64), nn.ReLU(inplace=True),
-            _conv1(64, out_channels),
+            conv3(128 + 64 * R, 128), nn.ReLU(inplace=True),
+            conv3(128, 64), nn.ReLU(inplace=True),
+            conv1(64, out_channels),
         )
 
         self.register_buffer("ref_image", torch.zeros(1, 3, S, S))
@@ -359,7 +212,7 @@ class UVNetwork(nn.Module):
         def batched(x, name, c, size):
             if isinstance(x, torch.Tensor) and x.ndim == 3:
                 x = x[None]
-            _check(x, name, (1, c, size, size) if size is not None else (1, c, None, None))
+            check_float_tensor(x, name, (1, c, size, size) if size is not None else (1, c, None, None))
             if not bool(torch.isfinite(x).all()):
                 raise ValueError(f"{name}: contains NaN or inf")
             return x
@@ -441,11 +294,11 @@ class UVNetwork(nn.Module):
             RuntimeError: if the constant inputs were never set.
         """
         S = self.uv_size
-        _check(uv_disp, "uv_disp", (None, 3, S, S))
+        check_float_tensor(uv_disp, "uv_disp", (None, 3, S, S))
         B = uv_disp.shape[0]
-        _check(expr, "expr", (B, self.n_expr))
-        _check(pose, "pose", (B, self.n_pose))
-        _check(trans, "trans", (B, self.n_trans))
+        check_float_tensor(expr, "expr", (B, self.n_expr))
+        check_float_tensor(pose, "pose", (B, self.n_pose))
+        check_float_tensor(trans, "trans", (B, self.n_trans))
         ref = self.ref_image
         for name, t in (("uv_disp", uv_disp), ("expr", expr), ("pose", pose), ("trans", trans)):
             if t.device != ref.device or t.dtype != ref.dtype:
@@ -671,172 +524,3 @@ def _windows(canvas: torch.Tensor, index: torch.Tensor, n: int, w: int) -> torch
     B, C = canvas.shape[:2]
     win = canvas.index_select(2, index).view(B, C, n, w, w)
     return win.transpose(1, 2).reshape(B * n, C, w, w)
-
-
-# --------------------------------------------------------------------------------------------------
-# §5.9 offset activations
-# --------------------------------------------------------------------------------------------------
-
-_SMALL_ANGLE_SQ = 1e-6  # θ² below which the Taylor series is used (θ < 1e-3 rad)
-
-
-def axis_angle_to_quat(aa: torch.Tensor) -> torch.Tensor:
-    """Axis-angle [...,3] (radians, axis·angle) → unit quaternion [...,4] (w,x,y,z).
-
-    q = (cos(θ/2), aa · sin(θ/2)/θ) with θ = |aa|. Both factors are even functions of θ and are
-    computed from θ² only: for θ² < 1e-6 by their Taylor series (cos(θ/2) = 1 − θ²/8 + θ⁴/384,
-    sin(θ/2)/θ = ½ − θ²/48 + θ⁴/3840; truncation error < 1e-19), otherwise exactly with a guarded
-    sqrt. So the map is smooth everywhere, q ≈ (1, aa/2) for tiny angles and gradients are finite
-    (no NaN) at exactly aa = 0. |q| = 1 up to rounding. No sign canonicalisation (w may be < 0 for
-    θ > π), which keeps the map continuous.
-
-    Raises:
-        ValueError: if `aa` is not a floating tensor with last dimension 3.
-    """
-    if not isinstance(aa, torch.Tensor) or aa.ndim < 1 or aa.shape[-1] != 3 or not aa.is_floating_point():
-        desc = f"{list(aa.shape)} {aa.dtype}" if isinstance(aa, torch.Tensor) else type(aa).__name__
-        raise ValueError(f"aa: expected a floating tensor of shape [...,3], got {desc}")
-    t2 = (aa * aa).sum(-1, keepdim=True)
-    small = t2 < _SMALL_ANGLE_SQ
-    t2_safe = torch.where(small, torch.ones_like(t2), t2)
-    t = torch.sqrt(t2_safe)
-    half = 0.5 * t
-    w_big, s_big = torch.cos(half), torch.sin(half) / t
-    w_small = 1.0 - t2 / 8.0 + t2 * t2 / 384.0
-    s_small = 0.5 - t2 / 48.0 + t2 * t2 / 3840.0
-    w = torch.where(small, w_small, w_big)
-    s = torch.where(small, s_small, s_big)
-    return torch.cat([w, aa * s], dim=-1)
-
-
-def activate_offsets(raw: torch.Tensor) -> dict:
-    """Activate raw per-Gaussian offsets (method.md §5.9).
-
-    Args:
-        raw: [...,13] raw offsets (e.g. the [B,N,13] result of ``lookup_uv`` on the map O), any
-            float dtype/device.
-    Returns:
-        dict of tensors (same dtype/device, leading shape ``...``):
-          ``delta_means``     [...,3] δμ = 0.1·tanh(raw[0:3]), world units (FLAME metres), in (−0.1, 0.1);
-          ``delta_scales``    [...,3] δs = exp(raw[3:6]), multiplier, > 0 (1 = identity);
-          ``delta_axis_angle``[...,3] π·tanh(raw[6:9]), radians, each component in (−π, π);
-          ``delta_quats``     [...,4] unit quaternion (w,x,y,z) of that axis-angle;
-          ``delta_sh_dc``     [...,3] δc = 0.7·tanh(raw[9:12]), SH-DC units, in (−0.7, 0.7);
-          ``delta_opacities`` [...]   δα = 0.5·tanh(raw[12]), in (−0.5, 0.5);
-          ``packed``          [...,14] cat[δμ(0:3), δs(3:6), q_δ(6:10), δc(10:13), δα(13)].
-        (exp can overflow to inf for raw ≳ 88 in float32; that is the activation as specified.)
-    Raises:
-        ValueError: if the last dimension is not 13 or raw is not a floating tensor.
-    """
-    if not isinstance(raw, torch.Tensor) or raw.ndim < 1 or raw.shape[-1] != OFFSET_CHANNELS:
-        shape = list(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
-        raise ValueError(f"raw: expected shape [...,{OFFSET_CHANNELS}], got {shape}")
-    _check(raw, "raw", tuple([None] * raw.ndim))
-    d_mu = OffsetActivation.POSITION_SCALE * torch.tanh(raw[..., 0:3])
-    d_s = torch.exp(raw[..., 3:6])
-    aa = OffsetActivation.ROTATION_SCALE * torch.tanh(raw[..., 6:9])
-    q = axis_angle_to_quat(aa)
-    d_c = OffsetActivation.COLOR_SCALE * torch.tanh(raw[..., 9:12])
-    d_a = OffsetActivation.OPACITY_SCALE * torch.tanh(raw[..., 12:13])
-    return {
-        "delta_means": d_mu,
-        "delta_scales": d_s,
-        "delta_axis_angle": aa,
-        "delta_quats": q,
-        "delta_sh_dc": d_c,
-        "delta_opacities": d_a[..., 0],
-        "packed": torch.cat([d_mu, d_s, q, d_c, d_a], dim=-1),
-    }
-
-
-def unpack_offsets(packed: torch.Tensor) -> dict:
-    """Split a packed [...,14] activated offset vector (method.md §5.9 "final slot") into the dict
-    keys of :func:`activate_offsets` (without ``delta_axis_angle``). Raises ValueError on a bad shape."""
-    if not isinstance(packed, torch.Tensor) or packed.ndim < 1 or packed.shape[-1] != PACKED_CHANNELS:
-        shape = list(packed.shape) if isinstance(packed, torch.Tensor) else type(packed).__name__
-        raise ValueError(f"packed: expected shape [...,{PACKED_CHANNELS}], got {shape}")
-    return {
-        "delta_means": packed[..., 0:3],
-        "delta_scales": packed[..., 3:6],
-        "delta_quats": packed[..., 6:10],
-        "delta_sh_dc": packed[..., 10:13],
-        "delta_opacities": packed[..., 13],
-        "packed": packed,
-    }
-
-
-class OffsetActivation(nn.Module):
-    """Module form of :func:`activate_offsets` (method.md §5.9); parameter-free.
-
-    Class constants: POSITION_SCALE = 0.1 (metres), ROTATION_SCALE = π (radians per axis-angle
-    component), COLOR_SCALE = 0.7 (SH-DC units), OPACITY_SCALE = 0.5.
-    ``forward(raw [...,13]) -> dict`` exactly as :func:`activate_offsets`.
-    """
-
-    POSITION_SCALE = 0.1
-    ROTATION_SCALE = math.pi
-    COLOR_SCALE = 0.7
-    OPACITY_SCALE = 0.5
-
-    def forward(self, raw: torch.Tensor) -> dict:
-        return activate_offsets(raw)
-
-
-# --------------------------------------------------------------------------------------------------
-# §6 final parameters θ*
-# --------------------------------------------------------------------------------------------------
-
-def compose_final(coarse: Mapping[str, torch.Tensor], offsets) -> dict:
-    """Compose the coarse parameters θ̃ with the activated offsets δ into θ* (method.md §6).
-
-    Args:
-        coarse: dict with
-            ``means`` [N,3] μ̃ world (metres), ``scales`` [N,3] s̃ (world, post-exp),
-            ``quats`` [N,4] r̃ (w,x,y,z), ``sh`` [N,K,3] SH coefficients (DC = sh[:,0]),
-            ``opacities`` [N] α̃ in [0,1]. Other keys are passed through unchanged.
-        offsets: the dict returned by :func:`activate_offsets` for one batch element (leading shape
-            [N]), or a packed [N,14] tensor.
-    Returns:
-        dict with the same keys as `coarse`:
-            means     = μ̃ + δμ                       (world-space addition, not rotated; §15 item 6)
-            scales    = s̃ ⊙ δs
-            quats     = normalize(q_δ ⊗ r̃)           (Hamilton product; r̃ applied first, then q_δ)
-            sh        = sh with sh[:,0] + δc          (higher bands untouched; not in place)
-            opacities = clamp(α̃ + δα, 0, 1)
-        Differentiable w.r.t. both inputs (the clamp has zero gradient where it is active).
-    Raises:
-        ValueError: naming the key for a missing entry, a wrong shape or a mismatched N.
-    """
-    if isinstance(offsets, torch.Tensor):
-        offsets = unpack_offsets(offsets)
-    for key in ("means", "scales", "quats", "sh", "opacities"):
-        if key not in coarse:
-            raise ValueError(f"coarse: missing key {key!r}")
-    for key in ("delta_means", "delta_scales", "delta_quats", "delta_sh_dc", "delta_opacities"):
-        if key not in offsets:
-            raise ValueError(f"offsets: missing key {key!r}")
-    means = _check(coarse["means"], "coarse['means']", (None, 3))
-    N = means.shape[0]
-    scales = _check(coarse["scales"], "coarse['scales']", (N, 3))
-    quats = _check(coarse["quats"], "coarse['quats']", (N, 4))
-    sh = _check(coarse["sh"], "coarse['sh']", (N, None, 3))
-    if sh.shape[1] < 1:
-        raise ValueError("coarse['sh']: needs at least the DC band (K >= 1)")
-    opac = _check(coarse["opacities"], "coarse['opacities']", (N,))
-    d_mu = _check(offsets["delta_means"], "offsets['delta_means']", (N, 3))
-    d_s = _check(offsets["delta_scales"], "offsets['delta_scales']", (N, 3))
-    d_q = _check(offsets["delta_quats"], "offsets['delta_quats']", (N, 4))
-    d_c = _check(offsets["delta_sh_dc"], "offsets['delta_sh_dc']", (N, 3))
-    d_a = _check(offsets["delta_opacities"], "offsets['delta_opacities']", (N,))
-
-    q = quat_multiply(d_q, quats)
-    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    out = dict(coarse)
-    out.update(
-        means=means + d_mu,
-        scales=scales * d_s,
-        quats=q,
-        sh=torch.cat([sh[:, :1] + d_c[:, None], sh[:, 1:]], dim=1),
-        opacities=(opac + d_a).clamp(0.0, 1.0),
-    )
-    return out

@@ -11,7 +11,7 @@ Three SSIM variants exist on purpose (method.md §17 item 9):
     * :func:`box_ssim_map`: 11x11 uniform window, zero padding, 1e-8 added to the denominator
       (the fused perceptual error of Temporal ADC, no gradient needed).
 
-The LPIPS term is :func:`lpips_loss` (pure-torch LPIPS of :mod:`stavatar_ti.lpips_offline`), with
+The LPIPS term is :func:`lpips_loss` (pure-torch LPIPS of :mod:`stavatar_ti.losses.lpips`), with
 the [0, 1] / [-1, 1] input convention chosen explicitly.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .lpips_offline import get_lpips, unit_images_to_lpips_input
+from .lpips import get_lpips, unit_images_to_lpips_input
 
 __all__ = ["C1", "C2", "gaussian_window", "ssim_map", "ssim", "box_ssim_map", "fused_error_map",
            "l1_loss", "photometric_loss", "lpips_loss"]
@@ -153,7 +153,7 @@ def lpips_loss(img: torch.Tensor, ref: torch.Tensor, net: str = "vgg", lpips_inp
     ``lpips_input_range`` (config ``quirks.lpips_input_range``): "[-1,1]" rescales to ``2*x - 1``
     before LPIPS (standard); "[0,1]" feeds the images unchanged (official STAvatar / kiui). The paper
     weights it with lambda_lpips = 0.05 and uses the VGG backbone. The frozen module is shared
-    (:func:`stavatar_ti.lpips_offline.get_lpips`); missing weights raise FileNotFoundError.
+    (:func:`stavatar_ti.losses.lpips.get_lpips`); missing weights raise FileNotFoundError.
     """
     x, y, _ = _pair(img, ref)
     mod = get_lpips(net, x.device, lpips_input_range, cache_dir)

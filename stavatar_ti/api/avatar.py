@@ -11,34 +11,30 @@ The models are the ones of `stavatar_ti.training.scene.Scene` (head model, param
 GaussianAvatar, UVNetwork) rebuilt from the checkpoint's state dicts; θ* is computed by
 `Scene.gaussians` itself, so rendering here and in training are the same code.
 
-Also here, for the scripts in scripts/ (render.py, evaluate.py, export.py): data-folder resolution,
-views of a split, error maps and comparison strips, MP4 writing, OBJ writing and the evaluation loop.
+The helpers of the command-line tools (data-folder resolution, split views, strips, MP4 / OBJ
+writing, the evaluation loop) live in `stavatar_ti.tools`.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from . import rasterize
-from .avatar import write_ply
-from .config import Config, ConfigError, load_config, set_value, to_dict, validate
-from .flame_table import DYNAMIC, fit_size
-from .training.checkpoint import load_checkpoint
-from .training.scene import Scene, load_views
+from ..render import rasterize
+from ..model.gaussians import write_ply
+from ..config import Config, ConfigError, load_config, set_value, to_dict, validate
+from ..model.flame_table import DYNAMIC, fit_size
+from ..training.checkpoint import load_checkpoint
+from ..training.scene import Scene
+from ..tools.media import write_obj
 
-__all__ = ["Avatar", "Mesh", "resolve_data_root", "split_frames", "views_for", "error_map", "comparison_strip",
-           "write_video", "write_obj", "evaluate_views", "REGION_SETS", "METRIC_CONVENTION"]
+__all__ = ["Avatar", "Mesh"]
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 PARAM_KEYS = ("shape", "expr", "rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation")
-REGION_SETS = {"mouth": ("lips", "teeth"), "eyes": ("eye_region",)}
 
 
 @dataclass
@@ -276,168 +272,3 @@ class Avatar:
         if obj_path is not None:
             mesh = self.posed_mesh(params)
             write_obj(obj_path, mesh.vertices, mesh.faces)
-
-
-def resolve_data_root(avatar: Avatar, data=None) -> Path:
-    """The dataset folder of a run: `data` when given, else the one the run recorded (a `data` /
-    `data_root` entry of results.json or the config's train section).
-
-    Raises:
-        ValueError: no folder given or recorded, or a folder that does not exist.
-    """
-    if data is None:
-        data = getattr(avatar.config.train, "data", None)
-    if data is None and avatar.run_dir is not None and (avatar.run_dir / "results.json").is_file():
-        import json
-        try:
-            res = json.loads((avatar.run_dir / "results.json").read_text())
-            data = res.get("data") or res.get("data_root")
-        except (OSError, ValueError):
-            data = None
-    if data is None:
-        raise ValueError(f"{avatar.run_dir}: the run does not record its dataset folder; pass --data DIR")
-    data = Path(data)
-    if not data.is_dir():
-        raise ValueError(f"{data}: dataset folder not found")
-    return data
-
-
-def split_frames(dataset, split: str, max_frames: int | None = None) -> list:
-    """Frames of a split ("train", "val", "test" or "all": every split, one per (timestep, camera)).
-
-    Raises:
-        ValueError: unknown or empty split.
-    """
-    if split == "all":
-        seen, frames = set(), []
-        for f in sorted(dataset.frames, key=lambda f: (f.timestep, f.camera)):
-            if (f.timestep, f.camera) not in seen:
-                seen.add((f.timestep, f.camera))
-                frames.append(f)
-    elif split in ("train", "val", "test"):
-        frames = list(dataset.splits.get(split, []))
-    else:
-        raise ValueError(f"split: expected train, val, test or all, got {split!r}")
-    if not frames:
-        raise ValueError(f"{dataset.root}: the dataset has no {split} frames")
-    return frames[:max_frames] if max_frames is not None else frames
-
-
-def views_for(avatar: Avatar, frames) -> list:
-    """Views (camera + uint8 GT) at the run's training resolution and background."""
-    return load_views(frames, avatar.config.train.image_scale, avatar.config.train.background)
-
-
-def error_map(render: np.ndarray, gt: np.ndarray, scale: float = 4.0) -> np.ndarray:
-    """[H,W,3] uint8 'hot' colour map of the per-pixel mean absolute error (x `scale`, clipped)."""
-    e = np.abs(render.astype(np.float32) - gt.astype(np.float32)).mean(-1) / 255.0
-    e = np.clip(e * scale, 0.0, 1.0)
-    rgb = np.stack([np.clip(3 * e, 0, 1), np.clip(3 * e - 1, 0, 1), np.clip(3 * e - 2, 0, 1)], -1)
-    return (rgb * 255).round().astype(np.uint8)
-
-
-def comparison_strip(render: np.ndarray, gt: np.ndarray | None, with_error: bool = True) -> np.ndarray:
-    """GT | render | error map side by side (render alone without GT; no error map if not `with_error`)."""
-    if gt is None:
-        return render
-    parts = [gt, render] + ([error_map(render, gt)] if with_error else [])
-    return np.concatenate(parts, 1)
-
-
-def write_video(path, frames, fps: float = 25.0) -> int:
-    """Write uint8 [H,W,3] frames as an H.264 MP4 (imageio + imageio-ffmpeg). Odd sizes are padded
-    to even ones with edge pixels. Returns the number of frames written.
-
-    Raises:
-        RuntimeError: imageio-ffmpeg is not installed (`pip install imageio-ffmpeg`).
-        ValueError: no frames.
-    """
-    try:
-        import imageio_ffmpeg  # noqa: F401 - availability check
-        import imageio.v2 as iio2
-    except ImportError:
-        raise RuntimeError("MP4 output needs the package imageio-ffmpeg (pip install imageio-ffmpeg)") from None
-    n = 0
-    writer = None
-    try:
-        for frame in frames:
-            f = np.asarray(frame, np.uint8)
-            h, w = f.shape[:2]
-            if h % 2 or w % 2:
-                f = np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-            if writer is None:
-                writer = iio2.get_writer(str(path), fps=fps, codec="libx264", macro_block_size=1,
-                                         pixelformat="yuv420p", ffmpeg_log_level="error")
-            writer.append_data(f)
-            n += 1
-    finally:
-        if writer is not None:
-            writer.close()
-    if n == 0:
-        raise ValueError("write_video: no frames")
-    return n
-
-
-def write_obj(path, vertices, faces) -> None:
-    """Write a triangle mesh as a Wavefront .obj (1-based faces), atomically."""
-    v = (vertices.detach().cpu().double().numpy() if torch.is_tensor(vertices) else np.asarray(vertices, np.float64))
-    f = (faces.detach().cpu().numpy() if torch.is_tensor(faces) else np.asarray(faces)).astype(np.int64) + 1
-    lines = ["# stavatar_ti posed head mesh"] + [f"v {a:.8g} {b:.8g} {c:.8g}" for a, b, c in v]
-    lines += [f"f {a} {b} {c}" for a, b, c in f]
-    path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-
-
-# ---------------------------------------------------------------------- evaluation
-METRIC_CONVENTION = ("full images with the training background included, no masks; render clamped to [0,1] "
-                     "and quantised to 8 bit like the PNGs of the official metrics.py; PSNR data range 1; "
-                     "SSIM 11x11 Gaussian (sigma 1.5); LPIPS v0.1 AlexNet with {range} input; regions: "
-                     "padded bounding box of the visible region mesh faces (mouth = lips + teeth, eyes = "
-                     "eye_region), LPIPS on the crop resized to 64x64")
-
-
-@torch.no_grad()
-def evaluate_views(avatar: Avatar, views: list, lpips_input_range: str | None = None, progress=None) -> dict:
-    """Self-reenactment metrics of `views` (tracked/fine-tuned table rows, the views' cameras).
-
-    Returns:
-        {"frames": [{"timestep", "psnr", "ssim", "lpips", "mouth_psnr", ..., "eyes_lpips"}],
-         "mean": {metric: mean over frames (None when unavailable)}, "convention": str, "fps": float}
-    """
-    from .metrics import lpips_metric, psnr, ssim_metric
-    from .training.regions import region_box
-
-    rng = lpips_input_range or avatar.config.quirks.lpips_input_range
-    frames, seconds = [], 0.0
-    for view in views:
-        t0 = time.perf_counter()
-        out = avatar.render(view.timestep, view.viewmat, view.K, view.width, view.height)
-        img = (out.image.clamp(0, 1) * 255).round().permute(2, 0, 1) / 255.0
-        seconds += time.perf_counter() - t0
-        gt = view.image.to(avatar.device).float() / 255.0
-        pairs = [("", img, gt)]
-        for name, regions in REGION_SETS.items():
-            box = region_box(avatar.scene, view, regions)
-            if box is not None:
-                r0, r1, c0, c1 = box
-                pairs.append((name + "_", img[:, r0:r1, c0:c1], gt[:, r0:r1, c0:c1]))
-        rec = {"timestep": view.timestep}
-        for prefix, a, b in pairs:
-            rec[prefix + "psnr"] = float(psnr(a, b))
-            rec[prefix + "ssim"] = float(ssim_metric(a, b))
-            if prefix:
-                a, b = (F.interpolate(x[None], size=(64, 64), mode="bilinear", align_corners=False)[0] for x in (a, b))
-            lp = lpips_metric(a, b, net="alex", lpips_input_range=rng)
-            rec[prefix + "lpips"] = None if lp is None else float(lp)
-        frames.append(rec)
-        if progress is not None:
-            progress()
-    keys = [p + m for p in ("", *(n + "_" for n in REGION_SETS)) for m in ("psnr", "ssim", "lpips")]
-    mean = {}
-    for k in keys:
-        vals = [f[k] for f in frames if f.get(k) is not None and math.isfinite(f[k])]
-        mean[k] = float(np.mean(vals)) if vals else None
-    return {"frames": frames, "mean": mean, "convention": METRIC_CONVENTION.format(range=rng),
-            "lpips_net": "alex", "lpips_input_range": rng, "fps": len(views) / max(seconds, 1e-9)}

@@ -1,0 +1,60 @@
+"""Run folders and their data: the dataset folder a run trained on, the frames of a split, views at
+the run's resolution (for scripts/render.py, evaluate.py, export.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..training.scene import load_views
+
+__all__ = ["resolve_data_root", "split_frames", "views_for"]
+
+
+def resolve_data_root(avatar, data=None) -> Path:
+    """The dataset folder of a run: `data` when given, else the one the run recorded (a `data` /
+    `data_root` entry of results.json or the config's train section).
+
+    Raises:
+        ValueError: no folder given or recorded, or a folder that does not exist.
+    """
+    if data is None:
+        data = getattr(avatar.config.train, "data", None)
+    if data is None and avatar.run_dir is not None and (avatar.run_dir / "results.json").is_file():
+        import json
+        try:
+            res = json.loads((avatar.run_dir / "results.json").read_text())
+            data = res.get("data") or res.get("data_root")
+        except (OSError, ValueError):
+            data = None
+    if data is None:
+        raise ValueError(f"{avatar.run_dir}: the run does not record its dataset folder; pass --data DIR")
+    data = Path(data)
+    if not data.is_dir():
+        raise ValueError(f"{data}: dataset folder not found")
+    return data
+
+
+def split_frames(dataset, split: str, max_frames: int | None = None) -> list:
+    """Frames of a split ("train", "val", "test" or "all": every split, one per (timestep, camera)).
+
+    Raises:
+        ValueError: unknown or empty split.
+    """
+    if split == "all":
+        seen, frames = set(), []
+        for f in sorted(dataset.frames, key=lambda f: (f.timestep, f.camera)):
+            if (f.timestep, f.camera) not in seen:
+                seen.add((f.timestep, f.camera))
+                frames.append(f)
+    elif split in ("train", "val", "test"):
+        frames = list(dataset.splits.get(split, []))
+    else:
+        raise ValueError(f"split: expected train, val, test or all, got {split!r}")
+    if not frames:
+        raise ValueError(f"{dataset.root}: the dataset has no {split} frames")
+    return frames[:max_frames] if max_frames is not None else frames
+
+
+def views_for(avatar, frames) -> list:
+    """Views (camera + uint8 GT) at the run's training resolution and background."""
+    return load_views(frames, avatar.config.train.image_scale, avatar.config.train.background)
