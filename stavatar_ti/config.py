@@ -134,6 +134,8 @@ def _coerce(value, current, key: str):
                 return value.lower() in ("true", "1", "yes")
             return bool(value)
         if isinstance(current, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)  # int(2.5) would silently truncate
             return int(value)
         if isinstance(current, float):
             out = float(value)
@@ -143,8 +145,17 @@ def _coerce(value, current, key: str):
         if isinstance(current, tuple):
             return tuple(yaml.safe_load(value) if isinstance(value, str) else value)
         return type(current)(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{key}: cannot use {value!r} as {type(current).__name__}") from None
+
+
+def _optional_type(sub, name: str):
+    """A stand-in value of the type of an `X | None` field (for coercing into a field that is None)."""
+    kind = str(next(f.type for f in dataclasses.fields(sub) if f.name == name))
+    for token, example in (("int", 0), ("float", 0.0), ("str", "")):
+        if kind.startswith(token + " ") or kind == token:
+            return example
+    return None
 
 
 def set_value(cfg: Config, key: str, value, source: str) -> None:
@@ -153,7 +164,10 @@ def set_value(cfg: Config, key: str, value, source: str) -> None:
     sub = getattr(cfg, section, None)
     if sub is None or not dataclasses.is_dataclass(sub) or not name or not hasattr(sub, name):
         raise ConfigError(f"{source}: unknown config key {key!r}")
-    setattr(sub, name, _coerce(value, getattr(sub, name), key))
+    current = getattr(sub, name)
+    if current is None and value is not None:
+        current = _optional_type(sub, name)
+    setattr(sub, name, _coerce(value, current, key))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
@@ -202,6 +216,80 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.uv_size: expected >= 16")
     if cfg.train.image_scale <= 0 or cfg.train.image_scale > 1:
         raise ConfigError("train.image_scale: expected (0, 1]")
+    _check_values(cfg)
+
+
+# Value ranges checked at load time (issue 17): key -> (low, low inclusive, high, high inclusive);
+# None is open. Keys of fields a config no longer has are skipped.
+_RANGES = {
+    "model.n_shape": (1, True, None, True), "model.n_expr": (1, True, None, True),
+    "model.sh_degree_interval": (1, True, None, True), "model.init_opacity": (0, False, 1, False),
+    "optim.position_lr_init": (0, False, None, True), "optim.position_lr_final": (0, False, None, True),
+    "optim.position_lr_max_steps": (1, True, None, True), "optim.feature_lr": (0, True, None, True),
+    "optim.opacity_lr": (0, True, None, True), "optim.scaling_lr": (0, True, None, True),
+    "optim.rotation_lr": (0, True, None, True), "optim.flame_expr_lr": (0, True, None, True),
+    "optim.flame_pose_lr": (0, True, None, True), "optim.flame_trans_lr": (0, True, None, True),
+    "optim.network_lr": (0, True, None, True), "optim.adam_eps": (0, False, None, True),
+    "optim.scene_extent": (0, True, None, True),
+    "loss.lambda_dssim": (0, True, 1, True), "loss.lambda_lpips": (0, True, None, True),
+    "loss.lpips_start_fraction": (0, True, 1, True), "loss.lambda_offset_scale": (0, True, None, True),
+    "loss.lambda_offset_color": (0, True, None, True), "loss.lambda_scale": (0, True, None, True),
+    "loss.scale_threshold": (0, False, None, True),
+    "densify.densify_from": (0, True, None, True), "densify.densify_until": (0, True, None, True),
+    "densify.densify_interval": (1, True, None, True), "densify.grad_threshold": (0, True, None, True),
+    "densify.percent_dense": (0, True, None, True), "densify.min_opacity": (0, True, 1, False),
+    "densify.max_gaussians": (1, True, None, True), "densify.epochs_per_cluster": (1, True, None, True),
+    "densify.densify_epoch": (1, True, None, True), "densify.final_epochs": (0, True, None, True),
+    "densify.k_min": (2, True, None, True), "densify.k_max": (2, True, None, True),
+    "densify.pca_components": (1, True, None, True), "densify.lambda_fpe": (0, True, None, True),
+    "densify.clone_error_threshold": (0, True, None, True), "densify.clone_max": (0, True, None, True),
+    "densify.burst_k": (0, True, None, True), "densify.clone_noise": (0, True, None, True),
+    "train.iterations": (1, True, None, True), "train.epochs": (1, True, None, True),
+    "train.checkpoint_every": (1, True, None, True), "train.max_nan_steps": (1, True, None, True),
+    "train.max_test_frames": (1, True, None, True),
+}
+
+
+def _describe(lo, lo_in, hi, hi_in) -> str:
+    if hi is None:
+        return f"{'>=' if lo_in else '>'} {lo}"
+    return f"{'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+
+
+def _check_values(cfg: Config) -> None:
+    """Finiteness of every number and the ranges of `_RANGES`; raises ConfigError naming the key."""
+    for sec in dataclasses.fields(cfg):
+        sub = getattr(cfg, sec.name)
+        for f in dataclasses.fields(sub):
+            key, value = f"{sec.name}.{f.name}", getattr(sub, f.name)
+            items = value if isinstance(value, tuple) else (value,)
+            for v in items:
+                if isinstance(v, bool) or v is None:
+                    continue
+                if isinstance(v, (int, float)) and not math.isfinite(v):
+                    raise ConfigError(f"{key}: expected a finite number, got {v!r}")
+            rng = _RANGES.get(key)
+            if rng is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            lo, lo_in, hi, hi_in = rng
+            ok = (value >= lo if lo_in else value > lo) and (hi is None or (value <= hi if hi_in else value < hi))
+            if not ok:
+                raise ConfigError(f"{key}: expected {_describe(*rng)}, got {value!r}")
+    t = cfg.train
+    for name in ("eval_fractions", "background"):
+        if not hasattr(t, name):
+            continue
+        values = getattr(t, name)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ConfigError(f"train.{name}: expected numbers, got {list(values)!r}")
+        lo_in = name == "background"
+        if not all((v >= 0 if lo_in else v > 0) and v <= 1 for v in values):
+            raise ConfigError(f"train.{name}: expected values in {'[0, 1]' if lo_in else '(0, 1]'}, got {list(values)!r}")
+    if hasattr(t, "background") and len(t.background) != 3:
+        raise ConfigError(f"train.background: expected 3 values (RGB), got {list(t.background)!r}")
+    d = cfg.densify
+    if hasattr(d, "k_min") and hasattr(d, "k_max") and d.k_max < d.k_min:
+        raise ConfigError(f"densify.k_max: expected >= densify.k_min ({d.k_min}), got {d.k_max}")
 
 
 def to_dict(cfg: Config) -> dict:
