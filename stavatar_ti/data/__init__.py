@@ -4,7 +4,7 @@ converted at load time into one convention (`records`, `conventions`).
     load_dataset(root, format=None, **kwargs) -> SequenceDataset   # auto-detects the format
     detect_format(root) -> "vhap" | "insta" | "imavatar"
     load_vhap(root), load_insta(root, test_frames=350), load_imavatar(root, test_subdirs=None, ...)
-    check_dataset(root, format=None, check_images=False) -> DatasetReport
+    check_dataset(root, format=None, check_images=True, sample=None) -> DatasetReport
 """
 
 from .check import DatasetReport, check_dataset, report_table, run_check

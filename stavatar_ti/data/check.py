@@ -45,26 +45,40 @@ class DatasetReport:
     images_checked: int = 0
 
 
-def check_dataset(root, format: str | None = None, check_images: bool = False, **kwargs) -> DatasetReport:
+def check_dataset(root, format: str | None = None, check_images: bool = True, sample: int | None = None,
+                  **kwargs) -> DatasetReport:
     """Load and check a dataset; return its `DatasetReport`.
 
     Args:
         root: dataset folder. format: None (auto-detect) or a format name (see `load_dataset`).
-        check_images: decode every image and mask (size and readability); without it only the first
-            frame of each split is decoded.
+        check_images: decode every image and mask (size and readability; the default); False
+            decodes only the first frame of each split.
+        sample: with `check_images`, decode only about this many frames (the first of each split
+            plus evenly spaced ones: ``check_dataset.py --quick``); None decodes all.
         **kwargs: passed to the reader.
     Raises:
         DatasetError: the first fatal problem, message "<file>: <what>".
     """
     ds = load_dataset(root, format=format, **kwargs)
-    return summarize(ds, check_images=check_images)
+    return summarize(ds, check_images=check_images, sample=sample)
 
 
-def summarize(ds: SequenceDataset, check_images: bool = False) -> DatasetReport:
+def _frames_to_decode(ds: SequenceDataset, check_images: bool, sample: int | None) -> list:
+    """Every frame, the first of each split, or (with `sample`) those plus evenly spaced frames."""
+    firsts = [ds.splits[s][0] for s in ("train", "val", "test") if ds.splits.get(s)]
+    if not check_images:
+        return firsts
+    if sample is None or sample >= len(ds.frames):
+        return list(ds.frames)
+    idx = np.unique(np.linspace(0, len(ds.frames) - 1, max(1, int(sample))).round().astype(int))
+    return firsts + [ds.frames[i] for i in idx]
+
+
+def summarize(ds: SequenceDataset, check_images: bool = True, sample: int | None = None) -> DatasetReport:
     """Build the report of a loaded dataset (decoding images as in `check_dataset`).
 
     Raises:
-        DatasetError: an unreadable or wrongly sized image or mask.
+        DatasetError: an unreadable or wrongly sized image or mask, or an image with NaN/inf.
     """
     frames = ds.frames
     problems = []
@@ -73,7 +87,7 @@ def summarize(ds: SequenceDataset, check_images: bool = False) -> DatasetReport:
         if counts[s] == 0:
             problems.append(f"{s} split is empty")
     checked = 0
-    to_check = frames if check_images else [ds.splits[s][0] for s in ("train", "val", "test") if ds.splits.get(s)]
+    to_check = _frames_to_decode(ds, check_images, sample)
     seen = set()
     for r in to_check:
         if r.image_path in seen:
@@ -84,6 +98,9 @@ def summarize(ds: SequenceDataset, check_images: bool = False) -> DatasetReport:
             raise DatasetError(f"{r.image_path}: image contains NaN or inf")
         r.load_mask()
         checked += 1
+    distinct = len({r.image_path for r in frames})
+    if checked < distinct:
+        problems.append(f"only {checked} of {distinct} images decoded (sampled); run without --quick to check all")
 
     if not frames:
         return DatasetReport(ds.root, ds.format, ds.head_model, counts, [], (0.0, 0.0), (0.0, 0.0), {}, 0,
@@ -151,8 +168,10 @@ def report_table(report: DatasetReport):
     return t
 
 
-def run_check(root, format: str | None = None, check_images: bool = False, stdout=None, stderr=None) -> int:
-    """CLI body: check ``root``, print the table (stdout) or ``error: <file>: <what>`` (stderr).
+def run_check(root, format: str | None = None, check_images: bool = True, stdout=None, stderr=None,
+              sample: int | None = None) -> int:
+    """CLI body: check ``root`` (every image, or `sample` of them), print the table (stdout) or
+    ``error: <file>: <what>`` (stderr).
 
     Returns:
         0 when the dataset loads and every decoded image is fine, 1 for bad data.
@@ -162,7 +181,7 @@ def run_check(root, format: str | None = None, check_images: bool = False, stdou
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
     try:
-        report = check_dataset(root, format=format, check_images=check_images)
+        report = check_dataset(root, format=format, check_images=check_images, sample=sample)
     except DatasetError as exc:
         print("error: " + str(exc).replace("\r", " ").replace("\n", " "), file=stderr)
         return 1
