@@ -101,6 +101,13 @@ class TrainConfig:
 
 
 @dataclass
+class DataConfig:
+    # Test split of the dataset readers (stavatar_ti.data); None = the producer's own convention.
+    test_frames: int | None = None     # single sequences (INSTA/metrical-tracker, one IMavatar clip): last N frames
+    test_subdirs: list | None = None   # IMavatar/PointAvatar subjects: the test clip folder name(s)
+
+
+@dataclass
 class QuirksConfig:
     uv_lookup_flip_v: bool = False     # official: True (mirrored UV lookup, Sec. 4.5)
     uv_align_corners: bool = False     # official: True (grid_sample align_corners)
@@ -115,6 +122,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     quirks: QuirksConfig = field(default_factory=QuirksConfig)
 
 
@@ -217,6 +225,23 @@ def validate(cfg: Config) -> None:
     if cfg.train.image_scale <= 0 or cfg.train.image_scale > 1:
         raise ConfigError("train.image_scale: expected (0, 1]")
     _check_values(cfg)
+    _check_test_subdirs(cfg)
+
+
+def _check_test_subdirs(cfg: Config) -> None:
+    """data.test_subdirs: None, a clip name or a non-empty list of distinct clip names (normalised to a
+    list of str, as PointAvatar's ``str(dir)``); raises ConfigError naming the key."""
+    value = cfg.data.test_subdirs
+    if value is None:
+        return
+    items = [value] if isinstance(value, (str, int)) and not isinstance(value, bool) else value
+    if not isinstance(items, (list, tuple)) or not items or any(
+            isinstance(v, bool) or not isinstance(v, (str, int)) or not str(v).strip() for v in items):
+        raise ConfigError(f"data.test_subdirs: expected a clip folder name or a list of names, got {value!r}")
+    names = [str(v) for v in items]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"data.test_subdirs: names repeat in {names!r}")
+    cfg.data.test_subdirs = names
 
 
 # Value ranges checked at load time (issue 17): key -> (low, low inclusive, high, high inclusive);
@@ -247,6 +272,7 @@ _RANGES = {
     "train.iterations": (1, True, None, True), "train.epochs": (1, True, None, True),
     "train.checkpoint_every": (1, True, None, True), "train.max_nan_steps": (1, True, None, True),
     "train.max_test_frames": (1, True, None, True),
+    "data.test_frames": (0, True, None, True),
 }
 
 

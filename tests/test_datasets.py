@@ -24,8 +24,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from stavatar_ti.data import (DatasetError, check_dataset, detect_format, load_dataset, load_imavatar, load_insta,
-                              load_vhap, run_check)
+from stavatar_ti.data import (DatasetError, DatasetWarning, check_dataset, detect_format, load_dataset, load_imavatar,
+                              load_insta, load_vhap, run_check)
 from stavatar_ti.flame.meshrender import render_mesh
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,12 +131,13 @@ def vhap_params(t):
         "translation": rng.normal(0, 0.01, (1, 3)), "rotation": rng.normal(0, 0.1, (1, 3)),
         "neck_pose": rng.normal(0, 0.1, (1, 3)), "jaw_pose": np.abs(rng.normal(0, 0.1, (1, 3))),
         "eyes_pose": rng.normal(0, 0.1, (1, 6)), "shape": np.linspace(-1, 1, 300),
-        "expr": rng.normal(0, 1, (1, 100)), "static_offset": np.full((1, 40, 3), 0.001),
+        "expr": rng.normal(0, 1, (1, 100)), "static_offset": np.full((1, 5143, 3), 0.001, np.float32),
     }
 
 
 def write_vhap(root: Path, centred_fov_only: bool = False):
-    """VHAP export: OpenGL c2w = inverse(viewmat) with the y and z columns negated."""
+    """VHAP export: OpenGL c2w = inverse(viewmat) with the y and z columns negated, and cy measured
+    from the bottom of the image (VHAP's "opencv->opengl" conversion: K[1,2] = H - K[1,2])."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "images").mkdir()
     (root / "fg_masks").mkdir()
@@ -156,7 +157,7 @@ def write_vhap(root: Path, centred_fov_only: bool = False):
              "transform_matrix": c2w_gl.tolist(), "file_path": f"images/{t:05d}_00.png",
              "fg_mask_path": f"fg_masks/{t:05d}_00.png", "flame_param_path": f"flame_param/{t:05d}.npz"}
         if not centred_fov_only:
-            f.update({"fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "w": W, "h": H,
+            f.update({"fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2], "cy": H - K[1, 2], "w": W, "h": H,
                       "camera_angle_x": 2 * np.arctan(W / (2 * K[0, 0]))})
         frames.append(f)
     top = {"camera_angle_x": 2 * np.arctan(W / (2 * 180.0))}
@@ -361,7 +362,7 @@ def test_vhap_roundtrip(vhap_root):
         p = r.params
         ref = vhap_params(r.timestep)
         assert p["expr"].shape == (100,) and p["shape"].shape == (300,) and p["eyes_pose"].shape == (6,)
-        assert p["static_offset"].shape == (40, 3)
+        assert p["static_offset"].shape == (5143, 3)
         assert all(v.dtype == np.float32 for v in p.values())
         np.testing.assert_allclose(p["jaw_pose"], ref["jaw_pose"][0], rtol=1e-6)
         np.testing.assert_allclose(p["translation"], ref["translation"][0], rtol=1e-6)
@@ -405,9 +406,11 @@ def test_insta_roundtrip(tmp_path, with_transforms):
 
 def test_insta_raw_tracker_output_and_default_split(tmp_path):
     root = write_insta(tmp_path / "tracker", image_dir="input")
-    ds = load_dataset(root)
+    with pytest.warns(DatasetWarning, match="only 6 frames"):
+        ds = load_dataset(root)
     assert ds.format == "insta"
-    assert len(ds.splits["test"]) == N_FRAMES and ds.splits["train"] == []   # last 350 frames are test
+    # a sequence shorter than the producers' 350 test frames keeps training frames (15 % test)
+    assert len(ds.splits["test"]) == 1 and len(ds.splits["train"]) == N_FRAMES - 1
     assert_markers_land(ds.frames[0])
 
 
@@ -440,11 +443,12 @@ def test_imavatar_multi_clip_split(tmp_path):
         imavatar_clip(subject / name, 2, offset=2 * k)
     root = tmp_path / "subj"
     assert detect_format(root) == "imavatar"
-    ds = load_imavatar(root)
+    ds = load_imavatar(root)   # yufeng's clips: the subject config's test clip, MVI_1812
     assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [4, 0, 2]
-    assert ds.splits["test"][0].image_path.parts[-3] == "MVI_1814"
-    ds = load_dataset(root, test_subdirs=["MVI_1812"])
     assert {r.image_path.parts[-3] for r in ds.splits["test"]} == {"MVI_1812"}
+    with pytest.warns(DatasetWarning, match="swapped"):
+        ds = load_dataset(root, test_subdirs=["MVI_1814"])
+    assert {r.image_path.parts[-3] for r in ds.splits["test"]} == {"MVI_1814"}
     assert sorted(r.timestep for r in ds.frames) == list(range(6))
     for r in ds.frames:
         assert_markers_land(r)

@@ -470,7 +470,8 @@ def project(viewmat, K, points) -> np.ndarray:
 # NeRF-style (VHAP / INSTA / instant-ngp) intrinsics fields
 # ----------------------------------------------------------------------------------------------
 
-def nerf_intrinsics(frame: dict, top: dict, width: int, height: int, path, where: str = "") -> np.ndarray:
+def nerf_intrinsics(frame: dict, top: dict, width: int, height: int, path, where: str = "",
+                    cy_from_bottom: bool = False) -> np.ndarray:
     """Pixel ``K`` [3,3] from the intrinsics fields of a NeRF-style ``transforms*.json`` frame.
 
     Fields (VHAP ``export_as_nerf_dataset.py`` writes all of them per frame and at top level; INSTA
@@ -481,6 +482,13 @@ def nerf_intrinsics(frame: dict, top: dict, width: int, height: int, path, where
     GaussianAvatars derives FoVy from FoVx). Principal point: ``cx``/``cy``, else the image centre
     ``(w/2, h/2)`` (edge convention: VHAP writes exactly ``cx = w/2`` for a centred camera). Note that
     GaussianAvatars ignores ``cx, cy``; we honour them.
+
+    ``cy_from_bottom`` (VHAP): the stored ``cy`` is measured from the BOTTOM of the image, so the
+    target's ``cy = h - cy_stored``. Source: VHAP ``util/camera.py`` ``convert_camera_convention``
+    ("opencv->opengl": ``K[..., 1, 2] = H - K[..., 1, 2]``), applied by its datasets before
+    ``export_as_nerf_dataset.py`` writes ``cy = intrinsic[1, 2]``; VHAP's own renderer
+    (``render_nvdiffrast.projection_from_intrinsics``: clip-space offset ``(h - 2 cy) / h`` for a
+    y-UP camera) reads it that way. INSTA stores OpenCV's ``cy`` (from the top).
 
     Raises:
         DatasetError: "<path>: <where>..." when no focal length can be found, or a value is not a
@@ -506,4 +514,6 @@ def nerf_intrinsics(frame: dict, top: dict, width: int, height: int, path, where
         fy = fov_to_focal(ay, height) if ay is not None else fx
     cx = get("cx")
     cy = get("cy")
+    if cy is not None and cy_from_bottom:
+        cy = height - cy
     return intrinsics_matrix(fx, fy, width / 2.0 if cx is None else cx, height / 2.0 if cy is None else cy)

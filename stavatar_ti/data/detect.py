@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .imavatar import find_imavatar_clips, load_imavatar
-from .insta import load_insta
+from .insta import load_insta, missing_checkpoint_message
 from .records import DatasetError, SequenceDataset
 from .vhap import load_vhap
 
@@ -75,6 +75,9 @@ def detect_format(root) -> str:
     if len(found) == 1:
         return next(iter(found))
     if not found:
+        insta_output = missing_checkpoint_message(root)
+        if insta_output is not None:
+            raise DatasetError(insta_output)
         hint = ""
         if any((root / f"transforms_{s}.json").is_file() for s in ("train", "test")):
             hint = (" (transforms_*.json found but neither flame_param/ (VHAP) nor checkpoint/*.frame "
@@ -94,7 +97,9 @@ def load_dataset(root, format: str | None = None, **kwargs) -> SequenceDataset:
         format: None to auto-detect (`detect_format`), or "vhap" / "insta" / "imavatar" (aliases:
             "gaussianavatars", "metrical-tracker", "pointavatar", ...) to force a reader.
         **kwargs: passed to the reader (`load_insta`: test_frames; `load_imavatar`: test_subdirs,
-            test_frames, json_name).
+            test_frames, json_name). Keywords the detected reader does not take are dropped when
+            their value is None (so callers can pass ``data.*`` settings unconditionally); a set
+            keyword the reader does not take is an error. See `reader_kwargs`.
     Returns:
         SequenceDataset (see `stavatar_ti.data.records`): OpenCV world->camera viewmats, pixel K,
         metres, FLAME parameters as float32 numpy arrays, lazily loaded images.
@@ -111,8 +116,31 @@ def load_dataset(root, format: str | None = None, **kwargs) -> SequenceDataset:
         if not root.is_dir():
             raise DatasetError(f"{root}: dataset folder not found")
         found = _markers(root)
+        if fmt == "insta" and not found and missing_checkpoint_message(root) is not None:
+            raise DatasetError(missing_checkpoint_message(root))
         if fmt not in found:
             others = ", ".join(found) or "none"
             raise DatasetError(f"{root}: not a '{fmt}' dataset: expected {EXPECTED[fmt]}; "
                                f"formats found in this folder: {others}")
-    return READERS[fmt](root, **kwargs)
+    return READERS[fmt](root, **reader_kwargs(fmt, root, kwargs))
+
+
+READER_KEYWORDS = {"vhap": (), "insta": ("test_frames",), "imavatar": ("test_subdirs", "test_frames", "json_name")}
+
+
+def reader_kwargs(fmt: str, root, kwargs: dict) -> dict:
+    """The keyword arguments of `load_dataset` that the reader of ``fmt`` takes.
+
+    Returns:
+        dict: kwargs without the None values the reader does not take.
+    Raises:
+        DatasetError: "<root>: ..." when a set value (not None) is not used by this format (e.g.
+            ``data.test_subdirs`` for a VHAP export, whose split is in its transforms files).
+    """
+    allowed = READER_KEYWORDS[fmt]
+    extra = sorted(k for k, v in kwargs.items() if k not in allowed and v is not None)
+    if extra:
+        flags = ", ".join(f"data.{k}" for k in extra)
+        raise DatasetError(f"{root}: {flags} does not apply to a '{fmt}' dataset (its split comes from "
+                           f"{'its transforms files' if fmt == 'vhap' else 'the frame order'}); unset it")
+    return {k: v for k, v in kwargs.items() if k in allowed}

@@ -23,8 +23,15 @@ INSTA ``transforms_*.json``: ``transform_matrix`` = inverse of the OpenCV world-
 (`conventions.opencv_c2w_to_viewmat`, NO OpenGL flip), top-level ``fl_x, fl_y, cx, cy, w, h``;
 ``file_path = images/{frame_id}.png``. When present they define the cameras (checked against the
 ``.frame`` camera) and the split (INSTA: train = all but the last 350 frames, test = last 350,
-val = last 20, so val is a subset of test). Without them: the last ``test_frames`` (350) frames are
-the test split (INSTA, GaussianBlendshapes), the rest train, val empty.
+val = last 20, so val is a subset of test). Without them (metrical-tracker / GaussianBlendshapes /
+FlashAvatar layouts): `records.tail_split` - the last ``test_frames`` frames (``data.test_frames``;
+default the producers' 350, or 15 % of a sequence too short for that, with a warning), the rest
+train, val empty.
+
+INSTA's own output (``scripts/transforms.py`` + ``generate.sh``) holds only the expression
+coefficients (``flame/exp/*.txt``) and meshes; jaw, eyes and eyelids exist only in the tracker's
+``checkpoint/*.frame``, so a folder without ``checkpoint/`` is refused with a message saying to copy
+metrical-tracker's ``output/<actor>/checkpoint/`` into it (`missing_checkpoint_message`).
 
 Parameters kept as stored: expr [100], shape [300], eyelids [2] (metrical-tracker's eyelid blendshape
 weights, an extra key). Head model: FLAME 2020 (metrical-tracker ``configs/config.py``:
@@ -39,8 +46,8 @@ import numpy as np
 
 from .conventions import (metrical_tracker_camera, nerf_intrinsics, opencv_c2w_to_viewmat, rotation_to_axis_angle,
                           validate_camera)
-from .records import (DatasetError, FrameRecord, SequenceDataset, as_float_array, image_mode, load_json,
-                      natural_key)
+from .records import (DatasetError, FrameRecord, SequenceDataset, as_float_array, check_test_frames, image_mode,
+                      load_json, natural_key, tail_split)
 
 HEAD_MODEL = "flame2020"
 SPLITS = ("train", "val", "test")
@@ -178,14 +185,35 @@ def _find_image(stem: str, image_dir: Path) -> Path:
     raise DatasetError(f"{image_dir / (stem + '.png')}: image not found (frame {stem})")
 
 
-def load_insta(root, *, test_frames: int = 350) -> SequenceDataset:
+def missing_checkpoint_message(root) -> str | None:
+    """The one-line error for INSTA's own output without metrical-tracker's ``checkpoint/``.
+
+    Returns:
+        "<root>/checkpoint: ..." (what to copy in) when ``root`` has INSTA output files (``flame/exp/``,
+        ``meshes/``, ``transforms*.json``) but no ``checkpoint/*.frame``; else None.
+    """
+    root = Path(root)
+    ckpt = root / "checkpoint"
+    if ckpt.is_dir() and next(ckpt.glob("*.frame"), None) is not None:
+        return None
+    if not ((root / "flame" / "exp").is_dir() or (root / "meshes").is_dir()):
+        return None
+    return (f"{ckpt}: INSTA output without metrical-tracker checkpoints: INSTA's transforms.py keeps only "
+            f"the expression coefficients (flame/exp/) and meshes, while jaw, eyes and eyelids are in the "
+            f"tracker's .frame files; copy metrical-tracker's output/<actor>/checkpoint/ folder (*.frame) "
+            f"into {root}")
+
+
+def load_insta(root, *, test_frames: int | None = None) -> SequenceDataset:
     """Read INSTA data or a metrical-tracker output folder into `SequenceDataset` (format "insta").
 
     Args:
         root: folder with ``checkpoint/*.frame`` plus ``images/`` (INSTA) or ``input/``
             (metrical-tracker output), optionally INSTA's ``transforms_{train,val,test}.json``.
         test_frames: without transforms files, the last this-many frames form the test split
-            (INSTA's and GaussianBlendshapes' 350); the rest is train, val is empty.
+            (``data.test_frames``); None = the producers' 350, or 15 % of a sequence of at most 350
+            frames (`records.tail_split`, with a `DatasetWarning`); the rest is train, val is empty.
+            Ignored when INSTA's transforms files define the split.
     Returns:
         SequenceDataset: frames sorted by timestep = position of the ``.frame`` file in natural
         order (0..N-1); ``viewmat`` [4,4] float64 OpenCV world->camera (metres, FLAME space),
@@ -193,14 +221,19 @@ def load_insta(root, *, test_frames: int = 350) -> SequenceDataset:
         `parse_frame` (float32); ``mask_path`` = the image itself with ``mask_channel = 3`` when the
         images are RGBA (INSTA's matte), else None.
     Raises:
-        DatasetError: (message starting with the offending file) for a missing checkpoint folder or
-            image, a ``.frame`` file that is unreadable / unsafe / lacks keys / has NaN or inf or a
+        DatasetError: (message starting with the offending file) for a missing checkpoint folder
+            (INSTA output without it: `missing_checkpoint_message`) or image, a ``test_frames`` that
+            is negative / not an integer / leaves no training frames, a ``.frame`` file that is unreadable / unsafe / lacks keys / has NaN or inf or a
             non-invertible camera, a transforms frame whose ``.frame`` (parameters) is missing,
             malformed transforms JSON or missing keys, a transforms camera that disagrees with the
             ``.frame`` camera, or parameter sizes that differ between frames.
     """
     root = Path(root)
     ckpt = root / "checkpoint"
+    check_test_frames(test_frames, str(root))
+    hint = missing_checkpoint_message(root)
+    if hint is not None:
+        raise DatasetError(hint)
     if not ckpt.is_dir():
         raise DatasetError(f"{ckpt}: metrical-tracker checkpoint folder not found (needs checkpoint/*.frame)")
     files = sorted(ckpt.glob("*.frame"), key=lambda p: natural_key(p.stem))
@@ -229,8 +262,8 @@ def load_insta(root, *, test_frames: int = 350) -> SequenceDataset:
         records = []
         for stem, e in entries.items():
             records.append(_record(e, _find_image(stem, image_dir)))
-        n_test = max(0, min(int(test_frames), len(records)))
-        splits = {"train": records[:len(records) - n_test], "val": [], "test": records[len(records) - n_test:]}
+        train, test = tail_split(records, test_frames, ckpt)
+        splits = {"train": train, "val": [], "test": test}
 
     _attach_alpha_masks(splits)
     for split in splits.values():
@@ -241,7 +274,7 @@ def load_insta(root, *, test_frames: int = 350) -> SequenceDataset:
 def _record(e: dict, image_path: Path, viewmat=None, K=None) -> FrameRecord:
     return FrameRecord(image_path=image_path, viewmat=e["viewmat"] if viewmat is None else viewmat,
                        K=e["K"] if K is None else K, width=e["w"], height=e["h"], timestep=e["ts"],
-                       params=e["params"], camera=0)
+                       params=e["params"], camera=0, params_path=e["file"])
 
 
 def _splits_from_transforms(root: Path, tpaths: dict, entries: dict, ckpt: Path) -> dict:

@@ -23,6 +23,18 @@ class DatasetError(ValueError):
     """Bad dataset input; the message starts with the offending file."""
 
 
+class DatasetWarning(UserWarning):
+    """Data that loads but probably not as intended (a split that looks swapped, a head model other
+    than the tracker's, parameters cut to the configured sizes); the message starts with the file."""
+
+
+def warn(message: str) -> None:
+    """Issue a one-line `DatasetWarning` (shown once per message by Python's warning filter)."""
+    import warnings
+
+    warnings.warn(" ".join(str(message).split()), DatasetWarning, stacklevel=3)
+
+
 @dataclass
 class FrameRecord:
     """One image of a sequence.
@@ -39,6 +51,7 @@ class FrameRecord:
         stored them (the head model pads/truncates shape/expr). Frames of one timestep share one dict.
     mask_channel: channel of the mask file holding the foreground (0 for greyscale/RGB masks, 3 when
         the mask is the alpha channel of an RGBA file, e.g. INSTA's matted images).
+    params_path: the file the parameters were read from (named in head-model errors), or None.
     composite_mask: when True, `load_image` composites the image over `background` with the soft
         mask (IMavatar stores raw frames plus a separate matte; its loader does this compositing).
     """
@@ -54,6 +67,7 @@ class FrameRecord:
     mask_path: Path | None = None
     mask_channel: int = 0
     composite_mask: bool = False
+    params_path: Path | None = None
 
     def load_image(self, background=(1.0, 1.0, 1.0)) -> np.ndarray:
         """[H,W,3] float32 in [0,1] (HWC); RGBA is composited over `background`, and so is an image
@@ -265,3 +279,55 @@ def finite_number(value, path, what: str) -> float:
     if not math.isfinite(x):
         raise DatasetError(f"{path}: {what} is NaN or inf")
     return x
+
+
+# The producers' test split of a single sequence: its last 350 frames (INSTA ``scripts/transforms.py``
+# ``-t 350``, GaussianBlendshapes, SplattingAvatar ``num_for_train = -350``).
+PRODUCER_TEST_FRAMES = 350
+# Share of a short sequence used as its test split when the producers' 350 frames would leave no
+# training frames (the project's own exports use the same 15 %, `stavatar_ti.data.writer.split_frames`).
+SHORT_TEST_FRACTION = 0.15
+
+
+def check_test_frames(value, where: str = "test_frames") -> int | None:
+    """Validate a ``test_frames`` setting (``data.test_frames``).
+
+    Returns:
+        None (use the default) or the value as a non-negative Python int.
+    Raises:
+        DatasetError: "<where>: ..." for a bool, a non-integer or a negative number.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float)) or value != int(value) \
+            or value < 0:
+        raise DatasetError(f"{where}: test_frames (data.test_frames) must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def tail_split(records: list, test_frames, where) -> tuple:
+    """Split one sequence into (train, test): the last frames are the test split.
+
+    Args:
+        records: frames in time order. where: the folder or file named in messages.
+        test_frames: None for the producers' rule (the last `PRODUCER_TEST_FRAMES`; a sequence that
+            has no more frames than that gets its last ``round(0.15 n)`` frames, at least 1, and a
+            `DatasetWarning`), or an explicit count (``data.test_frames``; 0 = no test split).
+    Returns:
+        (train list, test list).
+    Raises:
+        DatasetError: "<where>: ..." for an invalid count or one that leaves no training frames.
+    """
+    n = len(records)
+    k = check_test_frames(test_frames, str(where))
+    if k is None:
+        k = PRODUCER_TEST_FRAMES
+        if n <= k:
+            k = 0 if n < 2 else min(n - 1, max(1, int(round(SHORT_TEST_FRACTION * n))))
+            warn(f"{where}: only {n} frames, so the producers' last-{PRODUCER_TEST_FRAMES}-frames test split "
+                 f"would leave no training frames; using the last {k} frames as the test split "
+                 f"(set data.test_frames to choose)")
+    elif n > 0 and k >= n:
+        raise DatasetError(f"{where}: data.test_frames={k} leaves no training frames (the sequence has {n} "
+                           f"frames); choose a value from 0 to {n - 1}")
+    return records[:n - k], records[n - k:]

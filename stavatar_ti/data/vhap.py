@@ -10,9 +10,13 @@ Layout (VHAP ``vhap/export_as_nerf_dataset.py``; read by GaussianAvatars ``scene
 
 Per frame: ``file_path`` (".png" appended when it has no extension, as GaussianAvatars does),
 ``transform_matrix`` (4x4 camera-to-world, OpenGL/Blender axes -> `conventions.opengl_c2w_to_viewmat`),
-``fl_x, fl_y, cx, cy, w, h, camera_angle_x`` (per frame and/or top level ->
-`conventions.nerf_intrinsics`), ``timestep_index``, ``camera_index``, ``flame_param_path``,
-optional ``fg_mask_path``.
+``fl_x, fl_y, cx, cy, w, h, camera_angle_x, camera_angle_y`` (per frame and at top level, pixels /
+radians -> `conventions.nerf_intrinsics`), ``timestep_index``, ``camera_index``, ``flame_param_path``,
+optional ``fg_mask_path``. ``cy`` is measured from the BOTTOM of the image: VHAP converts its
+cameras "opencv->opengl" (``util/camera.py``: ``K[1,2] = H - K[1,2]``) before writing
+``cy = intrinsic[1, 2]``, and its renderer reads it that way; the reader converts back
+(``cy_opencv = h - cy``). Monocular exports (``replace_cam_params``) write ``cx = w/2, cy = h/2``,
+where the two readings agree; multi-view (NeRSemble) exports carry calibrated principal points.
 
 Parameter files (VHAP ``write_flame_param``): ``translation [1,3], rotation [1,3], neck_pose [1,3],
 jaw_pose [1,3], eyes_pose [1,6]`` (axis-angle, radians; translation in metres after VHAP recentred the
@@ -22,7 +26,10 @@ head at the origin), ``shape [300]``, ``expr [1,100]``, optional ``static_offset
 Splits: exactly the frames of ``transforms_{train,val,test}.json`` (VHAP ``split_json``: 70/30 by
 timestep; the val file of a monocular export has no frames). Head model: VHAP tracks with FLAME 2023
 by default (``vhap/model/flame.py``: ``FLAME_MODEL_PATH = "asset/flame/flame2023.pkl"``); the export
-does not record it, so ``head_model = "flame2023"`` is that default.
+does not record it, so ``head_model = "flame2023"`` is that default, unless the ``static_offset`` rows
+say otherwise (FLAME has 5023 vertices, 5143 with VHAP's teeth) or the files were written by this
+project's own writer (`stavatar_ti.data.writer`, top-level ``"exporter": "stavatar_ti"``; its
+``head_model`` key when present, else unknown).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import numpy as np
 
 from .conventions import nerf_intrinsics, opengl_c2w_to_viewmat, validate_camera
 from .records import (DatasetError, FrameRecord, SequenceDataset, as_float_array, image_size, load_json)
+from .writer import EXPORTER
 
 SPLITS = ("train", "val", "test")
 REQUIRED_FRAME_KEYS = ("file_path", "transform_matrix", "timestep_index", "flame_param_path")
@@ -40,6 +48,7 @@ PARAM_SHAPES = {"translation": (3,), "rotation": (3,), "neck_pose": (3,), "jaw_p
                 "shape": (None,), "expr": (None,)}
 OPTIONAL_PARAM_SHAPES = {"static_offset": (None, 3), "dynamic_offset": (None, 3)}
 HEAD_MODEL = "flame2023"
+FLAME_VERTEX_ROWS = (5023, 5143)   # FLAME 2020/2023 vertices, + VHAP's 120 teeth vertices
 
 
 def load_vhap(root) -> SequenceDataset:
@@ -106,7 +115,7 @@ def load_vhap(root) -> SequenceDataset:
                     raise DatasetError(f"{mask_path}: mask not found (referenced by {path} {where}fg_mask_path)")
             w, h = _size(frame, data, image_path, path, where)
             viewmat = opengl_c2w_to_viewmat(frame["transform_matrix"], path)
-            K = nerf_intrinsics(frame, data, w, h, path, where)
+            K = nerf_intrinsics(frame, data, w, h, path, where, cy_from_bottom=True)
             viewmat, K = validate_camera(viewmat, K, path, f"{where[:-1]} camera")
 
             npz = _resolve(root, frame["flame_param_path"], add_png=False)
@@ -118,10 +127,21 @@ def load_vhap(root) -> SequenceDataset:
                 params_cache[npz] = _load_params(npz, shared, ref_sizes)
             records.append(FrameRecord(image_path=image_path, viewmat=viewmat, K=K, width=w, height=h,
                                        timestep=timestep, params=params_cache[npz], camera=camera,
-                                       mask_path=mask_path))
+                                       mask_path=mask_path, params_path=npz))
         records.sort(key=lambda r: (r.timestep, r.camera))
         splits[split] = records
-    return SequenceDataset(root=root, format="vhap", splits=splits, head_model=HEAD_MODEL)
+    return SequenceDataset(root=root, format="vhap", splits=splits,
+                           head_model=_head_model(contents["train"], params_cache))
+
+
+def _head_model(top: dict, params_cache: dict):
+    """Which head model the parameters belong to (see the module docstring)."""
+    if isinstance(top, dict) and top.get("exporter") == EXPORTER:
+        return str(top["head_model"]) if top.get("head_model") else None
+    offset = next((p["static_offset"] for p in params_cache.values() if "static_offset" in p), None)
+    if offset is not None and offset.shape[0] not in FLAME_VERTEX_ROWS:
+        return None
+    return HEAD_MODEL
 
 
 def _index(value, path, what) -> int:

@@ -16,7 +16,9 @@ Layout (method.md Sec. 11, VHAP's `export_as_nerf_dataset`):
 
 Cameras come in the project's convention (`stavatar_ti.data.records`): OpenCV world->camera
 `viewmat` [4,4] and pixel `K` [3,3]; the files hold camera-to-world in OpenGL axes,
-inv(viewmat) @ diag(1, -1, -1, 1).
+inv(viewmat) @ diag(1, -1, -1, 1), and, as VHAP writes it, ``cy`` measured from the bottom of the
+image (``h - K[1,2]``; see `stavatar_ti.data.conventions.nerf_intrinsics`). The top level of each
+transforms file says ``"exporter": "stavatar_ti"`` (VHAP's readers ignore unknown keys).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 SUBDIRS = ("images", "fg_masks", "flame_param")
+EXPORTER = "stavatar_ti"   # top-level marker of the transforms files this writer produces
 
 
 def split_frames(frames: int, test_fraction: float) -> tuple[list, list]:
@@ -44,9 +47,11 @@ def split_frames(frames: int, test_fraction: float) -> tuple[list, list]:
 
 
 def camera_fields(K: np.ndarray, width: int, height: int) -> dict:
-    """NeRF intrinsics keys (camera_angle_x in radians, focal lengths and principal point in pixels)."""
+    """NeRF intrinsics keys as VHAP writes them: camera_angle_x/y in radians, focal lengths and principal
+    point in pixels with ``cy`` measured from the bottom (``height - K[1,2]``, VHAP's OpenGL camera)."""
     return {"camera_angle_x": 2.0 * math.atan(width / (2.0 * float(K[0, 0]))),
-            "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
+            "camera_angle_y": 2.0 * math.atan(height / (2.0 * float(K[1, 1]))),
+            "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(height - K[1, 2]),
             "w": int(width), "h": int(height)}
 
 
@@ -95,7 +100,7 @@ def write_transforms(root, viewmat: np.ndarray, K: np.ndarray, width: int, heigh
     Kt = (lambda t: K) if K.ndim == 2 else (lambda t: K[t])
     top = camera_fields(Kt(0), width, height)
     for name, ids in (("train", list(train)), ("val", list(val)), ("test", list(test))):
-        doc = dict(top, timestep_indices=ids, camera_indices=[0],
+        doc = dict(top, exporter=EXPORTER, timestep_indices=ids, camera_indices=[0],
                    frames=[frame_entry(t, viewmat, Kt(t), width, height) for t in ids])
         (root / f"transforms_{name}.json").write_text(json.dumps(doc, indent=1))
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..render import rasterize
 from ..model.gaussians import PARAM_NAMES, GaussianAvatar
-from ..data import load_dataset
+from ..data import check_head_model, load_dataset
 from ..flame import FlameModel
 from ..flame.open_head import make_open_head
 from ..model.flame_table import FlameTable
@@ -68,17 +68,22 @@ class Scene(torch.nn.Module):
         super().__init__()
         self.cfg = cfg
         self.device = device
-        self.dataset = load_dataset(data_root)
+        d = cfg.data
+        self.dataset = load_dataset(data_root, test_frames=d.test_frames, test_subdirs=d.test_subdirs)
         splits = self.dataset.splits
         if not splits.get("train"):
             raise ValueError(f"{data_root}: the dataset has no training frames")
+        self.flame = build_head_model(cfg).to(device)
+        # before decoding images: data tracked with another head model fails here, naming the file
+        check_head_model(self.dataset, cfg.model.head_model, self.flame.num_vertices,
+                         self.flame.num_template_vertices, cfg.model.n_shape, cfg.model.n_expr,
+                         use_static_offset=not cfg.model.disable_static_offset)
         bg = cfg.train.background
         self.train_views = load_views(splits["train"], cfg.train.image_scale, bg)
         test = splits.get("test", [])
         if cfg.train.max_test_frames is not None:
             test = test[: cfg.train.max_test_frames]
         self.test_views = load_views(test, cfg.train.image_scale, bg)
-        self.flame = build_head_model(cfg).to(device)
         m = cfg.model
         self.table = FlameTable(self.dataset.frames, m.n_shape, m.n_expr,
                                 use_static_offset=not m.disable_static_offset).to(device)

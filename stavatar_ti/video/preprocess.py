@@ -51,7 +51,7 @@ from .embedding import load_flame_embedding, open_head_embedding
 from .matte import boundary_from_points, matte_to_white, whiten_below
 from .tracker import TrackerOptions, fit_sequence, neck_line
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: transforms store cy from the bottom, as VHAP does (older caches are redone)
 N_SHAPE, N_EXPR = 300, 100          # parameter sizes written (the trainer's defaults)
 CAMERA_DISTANCE = 1.0               # initial camera height above the world origin (m), before recentring
 NECK_MARGIN_M = 0.03                # whiten from this far above the model's neck cut (the synthetic data's fade)
