@@ -16,8 +16,18 @@ import taichi as ti
 BLOCK = 64
 
 
+CELL_BYTES = 16  # grad, count, err, burst: 4 bytes each
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def tree_bytes(max_clusters: int, capacity: int) -> int:
+    """Bytes of a fully active `DensityFields(max_clusters, capacity)`: the dense pointer array
+    (8 bytes a slot) plus every (cluster, block) node (64 cells and a 64-bit mask)."""
+    slots = _pow2(max_clusters) * _pow2(-(-max(capacity, 1) // BLOCK))
+    return slots * 8 + max_clusters * (slots // _pow2(max_clusters)) * (BLOCK * CELL_BYTES + 8)
 
 
 @ti.data_oriented

@@ -123,3 +123,61 @@ def test_halve_opacity_composites_back():
     a = torch.sigmoid(logit)
     h = torch.sigmoid(halve_opacity_logit(logit))
     assert torch.allclose(1 - (1 - h) ** 2, a, atol=1e-6)
+
+
+def test_sparse_stats_grow_geometrically_and_keep_values_exactly():
+    """Gaussian counts rising in 51 small steps: capacity at least doubles (6 rebuilds from 64 to
+    8192, not one per step), every growth keeps the active cells bit-exactly, and the final statistics equal
+    a dense float32 accumulation in the same order."""
+    g = torch.Generator().manual_seed(3)
+    stats = SparseDensityStats(max_clusters=2, capacity=64, device=DEVICE)
+    ref = {"grad": torch.zeros(5000), "count": torch.zeros(5000, dtype=torch.int32), "err": torch.zeros(5000),
+           "burst": torch.zeros(5000)}
+    prev, capacities = 0, [stats.capacity]
+    for n in range(64, 5001, 97):
+        if n > stats.capacity:
+            before = stats.export(1, prev)
+            stats.ensure_capacity(n)
+            after = stats.export(1, prev)
+            assert all(torch.equal(before[k], after[k]) for k in before)
+            capacities.append(stats.capacity)
+        grad = torch.rand(n, generator=g)
+        visible = torch.rand(n, generator=g) < 0.5
+        err = torch.rand(n, generator=g) * (torch.rand(n, generator=g) < 0.3)
+        stats.accumulate(1, grad.to(DEVICE), visible.to(DEVICE), err.to(DEVICE))
+        ref["grad"][:n] += torch.where(visible, grad, torch.zeros(()))
+        ref["count"][:n] += visible.int()
+        ref["err"][:n] += err
+        ref["burst"][:n] = torch.maximum(ref["burst"][:n], err)
+        prev = n
+    # 51 growing steps, 6 rebuilds: 161 needs 256, then doubling up to 8192 >= 5000
+    assert capacities == [64] + [256 * 2**i for i in range(6)] and stats.rebuilds == 6
+    out = stats.export(1, 5000)
+    for key, value in ref.items():
+        assert torch.equal(out[key].cpu(), value), key
+    assert stats.active(0) == 0
+
+
+def test_pool_size_from_the_gaussian_cap():
+    from stavatar_ti.temporal.stats import pool_gb
+
+    # paper config: 13 windows x 200,000 -> 16 x 4096 pointer slots, 13 x 4096 nodes of 1032 bytes
+    tree = 16 * 4096 * 8 + 13 * 4096 * 1032
+    assert 2 * tree / 2**30 + 0.5 < 1.0 and pool_gb(13, 200_000) == 1.0  # Taichi's default suffices
+    # 13 x 10M: 16 x 262144 slots, 13 x 262144 nodes
+    tree = 16 * 262144 * 8 + 13 * 262144 * 1032
+    assert pool_gb(13, 10_000_000) == math.ceil((2 * tree / 2**30 + 0.5) * 8) / 8 == 7.125
+
+
+def test_temporal_densifier_builds_stats_at_the_cap(device):
+    from types import SimpleNamespace
+
+    from stavatar_ti.temporal import TemporalADC
+
+    cfg = SimpleNamespace(k_max=4, max_gaussians=3000)
+    adc = TemporalADC(cfg, quirks=None, extent=1.0, table=None, device=device)
+    assert adc.stats.capacity >= 3000 and adc.stats.max_clusters == 5 and adc.stats.rebuilds == 0
+    assert all(adc.stats.active(k) == 0 for k in range(5))
+    adc.stats.accumulate(2, torch.ones(2999, device=device), torch.ones(2999, dtype=torch.bool, device=device),
+                         torch.zeros(2999, device=device))
+    assert adc.stats.rebuilds == 0 and adc.stats.active(2) == 2999

@@ -83,9 +83,13 @@ class SHColors(torch.autograd.Function):
         return v_sh, v_means, None, None
 
 
-def bin_gaussians(depths, radii, tile_rect, tile_counts, width: int, height: int):
+def bin_gaussians(depths, radii, tile_rect, tile_counts, width: int, height: int,
+                  num_intersections: int | None = None):
     """Sorted (tile, Gaussian) intersections and per-tile ranges (kernels/binning.py).
 
+    Args:
+        num_intersections: M = tile_counts.sum() when the caller already read it (the forward's
+            one host sync); None reads it here.
     Returns:
         tile_start, tile_end [num_tiles] i32 and isect_ids [M] i32 (Gaussian ids, each tile's
         run in ascending depth, ties by index).
@@ -97,7 +101,9 @@ def bin_gaussians(depths, radii, tile_rect, tile_counts, width: int, height: int
     num_tiles = -(-width // TILE_SIZE) * -(-height // TILE_SIZE)
     tile_start = torch.zeros(num_tiles, dtype=torch.int32, device=dev)
     tile_end = torch.zeros(num_tiles, dtype=torch.int32, device=dev)
-    m = int(tile_counts.sum(dtype=torch.int64)) if n > 0 else 0  # host sync: sizes the buffers
+    if num_intersections is None:  # host sync: sizes the buffers
+        num_intersections = int(tile_counts.sum(dtype=torch.int64)) if n > 0 else 0
+    m = int(num_intersections)
     if m > _INT32_MAX:
         raise ValueError(f"means: {m} tile intersections exceed the int32 limit; use fewer or smaller Gaussians")
     if m == 0:

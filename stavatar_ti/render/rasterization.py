@@ -3,13 +3,15 @@ docs/architecture.md Sec. 3, fixed)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 
 from .autograd import Composite, Project, SHColors, bin_gaussians
 from .runtime import ensure_device
-from .validation import check_finite, check_positive_int, check_tensor
+from .sorting import _SERIAL_SCAN, exclusive_scan
+from .validation import check_positive_int, check_tensor
 
 
 @dataclass
@@ -36,9 +38,15 @@ class RasterOutput:
     blend_weight: torch.Tensor
 
 
+_VALUE_MESSAGES = ("scales: all entries must be > 0 (pass activated, linear scales)",
+                   "opacities: all entries must be in [0, 1] (pass activated opacities)",
+                   "quats: a row has zero norm", "K: focal lengths fx, fy must be > 0")
+
+
 def _check_inputs(means, quats, scales, opacities, colors, sh, sh_degree, viewmat, K, width, height,
                   background, near_plane):
-    """Validate everything; return (width, height, sh_degree, background)."""
+    """Check types, shapes, dtypes, devices and scalars (no host sync): what the kernels' memory
+    safety depends on. Return (width, height, sh_degree, background)."""
     check_tensor(means, "means", (None, 3))
     dev, n = means.device, means.shape[0]
     check_tensor(quats, "quats", (n, 4), device=dev)
@@ -74,25 +82,33 @@ def _check_inputs(means, quats, scales, opacities, colors, sh, sh_degree, viewma
         raise ValueError(f"near_plane: expected a positive float, got {near_plane!r}") from None
     if not near_plane > 0.0 or near_plane == float("inf"):
         raise ValueError(f"near_plane: expected a positive finite float, got {near_plane}")
-    check_finite({"means": means, "quats": quats, "scales": scales, "opacities": opacities, "colors": colors,
-                  "sh": sh, "viewmat": viewmat, "K": K, "background": background})
-    checks = torch.stack([  # .all() of an empty tensor is True, so N = 0 passes
-        (scales > 0).all(),
-        ((opacities >= 0) & (opacities <= 1)).all(),
-        (quats.norm(dim=-1) > 0).all(),
-        (K[0, 0] > 0) & (K[1, 1] > 0),
-    ]).tolist()  # one host sync for all value checks
-    for ok, msg in zip(checks, ("scales: all entries must be > 0 (pass activated, linear scales)",
-                                "opacities: all entries must be in [0, 1] (pass activated opacities)",
-                                "quats: a row has zero norm", "K: focal lengths fx, fy must be > 0")):
-        if not ok:
-            raise ValueError(msg)
     ensure_device(dev, "means")
     return width, height, sh_degree, background
 
 
+def _value_checks(named: dict, scales, opacities, quats, K) -> tuple[list[str], torch.Tensor]:
+    """The value checks as one bool tensor on the inputs' device (no host sync) and their messages,
+    in the order they are reported: NaN/inf per tensor, then `_VALUE_MESSAGES`."""
+    present = [(name, t) for name, t in named.items() if t is not None and t.numel() > 0]
+    flags = [torch.isfinite(t.detach()).all() for _, t in present]
+    scales, opacities, quats, K = (t.detach() for t in (scales, opacities, quats, K))
+    flags += [  # .all() of an empty tensor is True, so N = 0 passes
+        (scales > 0).all(),
+        ((opacities >= 0) & (opacities <= 1)).all(),
+        (quats.norm(dim=-1) > 0).all(),
+        (K[0, 0] > 0) & (K[1, 1] > 0),
+    ]
+    messages = [f"{name}: contains NaN or inf" for name, _ in present] + list(_VALUE_MESSAGES)
+    return messages, torch.stack(flags)
+
+
+def validation_enabled(validate: bool) -> bool:
+    """`validate`, forced on by the debug mode (environment STAVATAR_DEBUG=1)."""
+    return bool(validate) or os.environ.get("STAVATAR_DEBUG") == "1"
+
+
 def rasterize(means, quats, scales, opacities, colors=None, *, sh=None, sh_degree=None, viewmat, K, width,
-              height, background=None, near_plane=0.01) -> RasterOutput:
+              height, background=None, near_plane=0.01, validate=True) -> RasterOutput:
     """Render N 3D Gaussians into one pinhole camera with the Taichi tile rasterizer.
 
     Args:
@@ -108,14 +124,23 @@ def rasterize(means, quats, scales, opacities, colors=None, *, sh=None, sh_degre
         width, height: image size in pixels (positive ints, any value, 1x1 included).
         background: [3] float32 colour added with the final transmittance, None = black.
         near_plane: Gaussians with camera z < near_plane are culled (scene units).
+        validate: check the values (NaN/inf, scales > 0, opacities in [0,1], quats != 0, fx, fy > 0).
+            The checks are device reductions read back together with the intersection count in the
+            forward's one host sync, so they add no sync; False skips the reductions (the trainer
+            checks its first step only). Without them bad values are memory-safe (culled, or NaN
+            pixels) but not reported. STAVATAR_DEBUG=1 forces validation on everywhere.
+            Types, shapes, dtypes and devices are always checked.
     Returns:
         RasterOutput (see its docstring). Gradients flow to means, quats, scales, opacities,
         colors or sh, and background, through torch autograd (also from autograd worker threads);
         none to viewmat or K.
     Raises:
         ValueError: wrong type/shape/dtype/device, NaN or inf, non-positive scales or focal
-            lengths, opacities outside [0,1], a zero quaternion, both or neither of colors/sh, a
-            bad sh_degree, or tensors on a device other than the one Taichi was initialised for.
+            lengths, opacities outside [0,1], a zero quaternion (these five with `validate`), both
+            or neither of colors/sh, a bad sh_degree, tensors on a device other than the one Taichi
+            was initialised for, on cuda:N with N != 0, or a non-default current CUDA stream.
+        BackendError: Taichi cannot start the backend of the tensors' device (runtime.init).
+    Host syncs: exactly one (the intersection count, which sizes the binning buffers).
     Math: 3DGS (Kerbl et al. 2023) EWA splatting and tile compositing with the rules of the
     contract; see kernels/projection.py, kernels/sh.py, kernels/binning.py, kernels/rasterize.py.
     """
@@ -128,8 +153,57 @@ def rasterize(means, quats, scales, opacities, colors=None, *, sh=None, sh_degre
         means, quats, scales, viewmat_d, K_d, width, height, near_plane)
     if colors is None:
         colors = SHColors.apply(sh.contiguous(), means, viewmat_d, sh_degree)
-    tile_start, tile_end, isect_ids = bin_gaussians(depths, radii, tile_rect, tile_counts, width, height)
+    # the forward's one host sync: the intersection count, with the value checks riding along
+    total = tile_counts.sum(dtype=torch.int64).reshape(1)
+    if validation_enabled(validate):
+        messages, flags = _value_checks({"means": means, "quats": quats, "scales": scales, "opacities": opacities,
+                                         "colors": colors, "sh": sh, "viewmat": viewmat, "K": K,
+                                         "background": background}, scales, opacities, quats, K)
+        host = torch.cat([total, flags.to(torch.int64)]).tolist()
+        for ok, message in zip(host[1:], messages):
+            if not ok:
+                raise ValueError(message)
+    else:
+        host = total.tolist()
+    tile_start, tile_end, isect_ids = bin_gaussians(depths, radii, tile_rect, tile_counts, width, height,
+                                                    num_intersections=host[0])
     image, alpha, pixel_count, blend_weight = Composite.apply(
         means2d, conics, opacities, colors.contiguous(), background, tile_start, tile_end, isect_ids, width, height)
     return RasterOutput(image=image, alpha=alpha, depths=depths, radii=radii, means2d=means2d,
                         pixel_count=pixel_count, blend_weight=blend_weight)
+
+
+def warm_up(device, sh_degrees=range(4)) -> list[int]:
+    """Compile every kernel instance a training run launches, before it starts.
+
+    Renders a 4-Gaussian 16x16 scene forward and backward once per SH degree: the SH kernels are
+    templates over the degree (kernels/sh.py), so without this each degree step of the schedule
+    compiles two new instances mid-training (seconds on CUDA). The projection, sort, scan, binning
+    and compositing kernels compile on the first degree.
+
+    Args:
+        device: torch device (or name) the run renders on; initialises Taichi for it if needed.
+        sh_degrees: the degrees to compile (each in 0..3).
+    Returns:
+        the degrees rendered, in order.
+    Raises:
+        ValueError: a degree outside 0..3, or a device `rasterize` rejects.
+    """
+    device = torch.device(device)
+    degrees = [int(d) for d in sh_degrees]
+    if any(not 0 <= d <= 3 for d in degrees):
+        raise ValueError(f"sh_degrees: expected degrees in 0..3, got {degrees}")
+    g = torch.Generator().manual_seed(0)
+    means = torch.tensor([[0.0, 0.0, 2.0], [0.1, -0.1, 2.5], [-0.1, 0.05, 3.0], [0.05, 0.1, 2.2]])
+    scene = {"quats": torch.randn(4, 4, generator=g), "scales": torch.full((4, 3), 0.05),
+             "opacities": torch.full((4,), 0.5), "viewmat": torch.eye(4),
+             "K": torch.tensor([[16.0, 0.0, 8.0], [0.0, 16.0, 8.0], [0.0, 0.0, 1.0]])}
+    scene = {k: v.to(device) for k, v in scene.items()}
+    for degree in degrees:
+        leaves = {"means": means.to(device).requires_grad_(),
+                  "sh": (0.1 * torch.randn(4, (degree + 1) ** 2, 3, generator=g)).to(device).requires_grad_()}
+        out = rasterize(**leaves, **scene, sh_degree=degree, width=16, height=16, validate=False)
+        out.image.sum().backward()
+    # scans longer than the serial threshold take the chunked path (one more kernel)
+    exclusive_scan(torch.ones(_SERIAL_SCAN[device.type] + 1, dtype=torch.int32, device=device))
+    return degrees

@@ -44,7 +44,9 @@ class TemporalADC(Densifier):
 
     def __init__(self, cfg, quirks, extent: float, table, device):
         self.cfg, self.quirks, self.extent, self.table = cfg, quirks, extent, table
-        self.stats = SparseDensityStats(max_clusters=max(cfg.k_max, 1) + 1, capacity=16384, device=device)
+        # built once at the Gaussian cap: no rebuild (recompile, leaked pool nodes) in a run (stats.py)
+        self.stats = SparseDensityStats(max_clusters=max(cfg.k_max, 1) + 1, capacity=cfg.max_gaussians, device=device)
+        self.stats.warm_up()
         self.window_iters = {}
         self.num_gaussians = 0
         self.clusters: list[np.ndarray] = []
@@ -55,7 +57,8 @@ class TemporalADC(Densifier):
         c = self.cfg
         expr, pose, trans = _flame_features(views, self.table)
         timesteps = np.array([v.timestep for v in views])
-        clusters, k, self.silhouette = ftc_cluster(timesteps, expr, pose, trans, range(c.k_min, c.k_max + 1))
+        clusters, k, self.silhouette = ftc_cluster(timesteps, expr, pose, trans, range(c.k_min, c.k_max + 1),
+                                                   n_components=c.pca_components)
         self.clusters = clusters
         position = {t: i for i, t in enumerate(timesteps)}
         if self.quirks.cluster_index_mode == "shuffled_index":
