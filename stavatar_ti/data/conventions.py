@@ -21,6 +21,8 @@ Sources of each input convention
   ``scene/dataset_readers.py`` (``readCamerasFromTransforms``: ``c2w[:3, 1:3] *= -1`` then invert).
 * Field of view -> focal: GaussianAvatars ``utils/graphics_utils.fov2focal`` as used by the reader
   above and VHAP ``export_as_nerf_dataset.py`` (``angle_x = 2 atan(w / (2 fl_x))``).
+* VHAP's principal point: ``cy`` measured from the image bottom (``util/camera.py``
+  ``convert_camera_convention("opencv->opengl")``: ``K[1,2] = H - K[1,2]``; see `nerf_intrinsics`).
 * INSTA ``transforms_*.json`` (instant-ngp layout but OpenCV axes): INSTA ``scripts/transforms.py``
   writes ``transform_matrix = inv([R | t])`` with ``R, t`` the metrical-tracker ``opencv`` entries.
 * metrical-tracker ``.frame``: ``tracker.py`` ``save_checkpoint`` stores
