@@ -194,3 +194,21 @@ def test_interleaved_temporal_adc_densifies_each_cluster_once_and_reindexes(tiny
         assert torch.equal(after[key][:kept], before[key][old_rows]), key
         assert not after[key][kept:].any(), key  # clones and split children start empty
     assert before["count"].sum() > 0
+
+
+def test_trainer_warms_up_and_validates_its_first_render_only(tiny_data, tmp_path, monkeypatch):
+    """SH degrees compiled before the first step; rasterize's value checks on the first step only."""
+    from stavatar_ti.training import scene as scene_module
+    from stavatar_ti.training import trainer as trainer_module
+
+    warmed, validated = [], []
+    real_warm_up, real_rasterize = trainer_module.warm_up, scene_module.rasterize
+    monkeypatch.setattr(trainer_module, "warm_up",
+                        lambda device, degrees: warmed.append(list(degrees)) or real_warm_up(device, degrees))
+    monkeypatch.setattr(scene_module, "rasterize",
+                        lambda *a, **kw: validated.append(kw["validate"]) or real_rasterize(*a, **kw))
+    tr = Trainer(load_config(SMOKE, ["train.iterations=12"]), tiny_data, tmp_path / "run")
+    assert warmed == [[0, 1]]  # smoke.yaml: SH degree 1 from iteration 10 of 12
+    for _ in range(3):
+        assert np.isfinite(tr.step()["loss"])
+    assert validated == [True, False, False]

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from ..render import rasterize
 from ..model.gaussians import PARAM_NAMES, GaussianAvatar
 from ..data import check_head_model, load_dataset
-from ..flame import FlameModel
+from ..flame import FlameModel, load_flame_masks
+from ..flame.loading import FlameFileError
 from ..flame.open_head import make_open_head
 from ..model.flame_table import FlameTable
 from ..model.offsets import activate_offsets, compose_final
@@ -35,13 +36,40 @@ class View:
 
 
 def build_head_model(cfg) -> FlameModel:
-    """The head model named by cfg.model.head_model ("open_head" or a FLAME file path)."""
+    """The head model named by cfg.model.head_model ("open_head" or a FLAME file path), with the UV
+    layout of cfg.model.uv_obj and the region vertex sets of cfg.model.flame_masks when given.
+
+    Raises:
+        FlameFileError (a ValueError): a bad model, OBJ or masks file (named in the message).
+    """
     m = cfg.model
     if m.head_model == "open_head":
-        return FlameModel(make_open_head(), n_shape=m.n_shape, n_expr=m.n_expr, add_teeth=m.add_teeth,
-                          source="open_head")
+        data = make_open_head()
+        if m.flame_masks:
+            data.update({f"region_{k}": v for k, v in
+                         load_flame_masks(m.flame_masks, data["v_template"].shape[0]).items()})
+        return FlameModel(data, n_shape=m.n_shape, n_expr=m.n_expr, add_teeth=m.add_teeth, source="open_head")
     return FlameModel.from_file(m.head_model, n_shape=m.n_shape, n_expr=m.n_expr, add_teeth=m.add_teeth,
-                                uv_obj=m.uv_obj)
+                                uv_obj=m.uv_obj, masks=m.flame_masks or None)
+
+
+def local_regions(cfg, flame: FlameModel) -> dict:
+    """The vertex sets of the local decoder's regions (REGIONS order) for this run.
+
+    Returns {} when cfg.model.local_branch is false (the local decoder is off, Φ_l skipped).
+    Raises:
+        FlameFileError: the local branch is on but the head model lacks some of REGIONS, naming
+            model.flame_masks (FLAME files carry no regions; FLAME_masks.pkl has them) and the switch.
+    """
+    if not cfg.model.local_branch:
+        return {}
+    missing = [k for k in REGIONS if k not in flame.regions or flame.regions[k].numel() == 0]
+    if missing:
+        src = cfg.model.flame_masks or flame.source
+        raise FlameFileError(f"{src}: no vertex regions {missing} for the local decoder; give FLAME's "
+                             f"FLAME_masks.pkl with model.flame_masks=PATH, or turn the local decoder off "
+                             f"with model.local_branch=false")
+    return {k: flame.regions[k] for k in REGIONS}
 
 
 def load_views(frames, scale: float, background) -> list[View]:
@@ -85,10 +113,13 @@ class Scene(torch.nn.Module):
             test = test[: cfg.train.max_test_frames]
         self.test_views = load_views(test, cfg.train.image_scale, bg)
         m = cfg.model
+        self.soft = m.binding == "soft"
+        self.regions = local_regions(cfg, self.flame) if self.soft else {}  # before loading images
         self.table = FlameTable(self.dataset.frames, m.n_shape, m.n_expr,
                                 use_static_offset=not m.disable_static_offset).to(device)
+        with torch.no_grad():  # coefficients without a blendshape carry nothing (test rows hold 0 too)
+            self.table.expr[:, ~self.flame.expr_active] = 0.0
         self.avatar = GaussianAvatar(self.flame.faces.shape[0], m.sh_degree, m.init_opacity, generator).to(device)
-        self.soft = m.binding == "soft"
         self.network = None
         if self.soft:
             self._setup_uv(generator)
@@ -135,8 +166,9 @@ class Scene(torch.nn.Module):
         with torch.no_grad():
             verts0 = self.posed_vertices(t0)
         uv_pos = uv_position_map(verts0, fl.faces, self.uv_raster)
-        regions = {k: fl.regions.get(k, torch.zeros(0, dtype=torch.long)) for k in REGIONS}
+        regions = {k: self.regions.get(k, torch.zeros(0, dtype=torch.long)) for k in REGIONS}
         masks = uv_region_masks(regions, fl.faces, self.uv_raster, fl.num_vertices)
+        self.active_regions = [k for k in REGIONS if bool(masks[k].any())]
         ref = next(v for v in self.train_views if v.timestep == t0).image.float()[None] / 255.0
         self.network = UVNetwork(uv_size=m.uv_size, n_expr=m.n_expr).to(self.device)
         self.network.set_inputs(ref.to(self.device), uv_pos,
@@ -163,25 +195,36 @@ class Scene(torch.nn.Module):
             return coarse, None
         disp = uv_displacement_map(verts, self.flame.faces, self.uv_raster, self.network.uv_pos)
         pose = network_pose(p["rotation"], p["neck_pose"], p["jaw_pose"], p["eyes_pose"])
-        omap = self.network(disp, p["expr"], pose, p["translation"])
+        # coefficients without a blendshape reach the network as 0: no per-frame latent (train rows
+        # get no gradient there) and nothing the test frames lack
+        expr = p["expr"] * self.flame.expr_active.to(p["expr"].dtype)
+        omap = self.network(disp, expr, pose, p["translation"])
         q = self.cfg.quirks
         raw = lookup_uv(omap, self.avatar.uvs, flip_v=q.uv_lookup_flip_v, align_corners=q.uv_align_corners)[0]
         offsets = activate_offsets(raw)
         return compose_final(coarse, offsets), offsets
+
+    @torch.no_grad()
+    def coarse_scales(self, timestep: int, params: dict | None = None) -> torch.Tensor:
+        """[N,3] coarse world scales s̃ = exp(σ) k_f (metres) of one frame, without the network's δs
+        (what densification's size test and split noise use, method.md Sec. 10.7)."""
+        p = self.table.row(timestep) if params is None else params
+        return self.avatar.coarse(self.flame.triangle_frames(self.flame(**p)))["scales"]
 
     def render(self, view: View, sh_degree: int, params: dict | None = None):
         """Rasterize θ* of `view`'s timestep. Returns (RasterOutput, gaussians, offsets)."""
         g, offsets = self.gaussians(view.timestep, params)
         return self.rasterize_gaussians(view, g, sh_degree), g, offsets
 
-    def rasterize_gaussians(self, view: View, g: dict, sh_degree: int):
-        """Rasterize the Gaussians `g` (from `gaussians`) into `view`'s camera (RasterOutput)."""
+    def rasterize_gaussians(self, view: View, g: dict, sh_degree: int, validate: bool = True):
+        """Rasterize the Gaussians `g` (from `gaussians`) into `view`'s camera (RasterOutput);
+        `validate` as in `rasterize` (the trainer checks its first step only)."""
         bg = getattr(self, "_background", None)
         if bg is None or bg.device != g["means"].device:  # a constant: built once, not every frame
             bg = self._background = torch.tensor(self.cfg.train.background, device=self.device, dtype=torch.float32)
         return rasterize(g["means"], g["quats"], g["scales"], g["opacities"], sh=g["sh"], sh_degree=sh_degree,
                          viewmat=view.viewmat.to(self.device), K=view.K.to(self.device), width=view.width,
-                         height=view.height, background=bg)
+                         height=view.height, background=bg, validate=validate)
 
     def canonical_params(self) -> dict:
         """Neutral expression and pose, no translation, the sequence's shape (for the .ply export)."""

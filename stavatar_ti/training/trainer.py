@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import signal
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -14,17 +16,19 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..model.gaussians import PARAM_NAMES, write_ply
 from ..config import save_config, to_dict
-from ..densify import VanillaADC, scene_extent_from_cameras
+from ..densify import VanillaADC, scene_extent_from_cameras, scene_extent_from_vertices
 from ..losses.photometric import lpips_loss, photometric_loss
-from ..losses.metrics import lpips_metric, psnr, ssim_metric
-from .checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
-from .regions import region_box
+from ..losses.metrics import psnr
+from .checkpoint import (CHECKPOINT_VERSION, CheckpointError, check_avatar_state, check_same_dataset, check_shapes,
+                         dataset_fingerprint, load_checkpoint, save_checkpoint)
+from .regions import frame_metrics, mean_over_visible, region_masks
+from ..render.rasterization import warm_up
+from ..render.runtime import init
 from .scene import Scene
 
 FLAME_LR = {"expr": "flame_expr_lr", "rotation": "flame_pose_lr", "neck_pose": "flame_pose_lr",
@@ -133,6 +137,10 @@ class Trainer:
         self.device = pick_device(cfg.train.device)
         self.gen = seed_everything(cfg.train.seed)
         self.data_root = Path(data_root)
+        if self.device.type == "cuda":  # before any launch: Taichi's pool sized from the Gaussian cap
+            from ..temporal.stats import pool_gb
+            init("cuda", device_memory_GB=pool_gb(max(cfg.densify.k_max, 1) + 1,
+                                                  cfg.densify.max_gaussians))
         self.scene = Scene(cfg, data_root, self.device, self.gen)
         n_train = len(self.scene.train_views)
         self.total = cfg.train.iterations or cfg.train.epochs * n_train
@@ -143,13 +151,21 @@ class Trainer:
         self.densifier = self._make_densifier()
         self.plan = self.densifier.plan(self.scene.train_views, self.total, self.gen)
         self.total = len(self.plan)
+        # compile the SH degrees the run reaches (evaluation's included) now, not at each degree step
+        warm_up(self.device, range(min(cfg.model.sh_degree, self.total // cfg.model.sh_degree_interval) + 1))
+        self._inputs_checked = False  # the first step's rasterize validates its inputs, later ones skip it
         self.iteration = 0
         self.window = None
         self.nan_steps = 0
         self.train_seconds = 0.0
         self.history: list[dict] = []
+        self.mid_results: dict = {}  # test_at_N evaluations during the run, kept in checkpoints
+        self.data_fingerprint = dataset_fingerprint(self.scene.dataset.frames)
+        self.saved_iteration: int | None = None  # iteration of the last checkpoint written
+        self.densify_events: list[dict] = []  # one record per densification (results.json "model")
         self.timer: StepTimer | None = None  # set by enable_timing(); None costs nothing
         self._timer_hooks: list = []
+        self.resume_hint = "resume with --resume"  # how the caller continues a run (scripts/ablate.py: re-run)
 
     # ------------------------------------------------------------------ timing (benchmarks)
     def enable_timing(self, sync: bool = True) -> StepTimer:
@@ -170,15 +186,28 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _extent(self) -> float:
+        """Scene extent E (metres) and where it came from (`self.extent_source`).
+
+        optim.scene_extent set: that value ("config"; 0 is the official monocular behaviour).
+        Unset: 3DGS's camera radius ("cameras"); a static camera gives 0, which would freeze local
+        positions and open the split size gate (method.md Sec. 9, quirk 3), so monocular data get
+        the tracked head's bounding-sphere radius ("head", scene_extent_from_vertices).
+        """
         o = self.cfg.optim
         if o.scene_extent is not None:
+            self.extent_source = "config"
             return float(o.scene_extent)
         vm = torch.stack([v.viewmat for v in self.scene.train_views])
         computed = scene_extent_from_cameras(vm)
-        # a single static camera (monocular exports) gives 0, which freezes local positions and
-        # opens the split size gate (method.md Sec. 9, quirk 3); use a head-sized nominal extent
-        # instead unless optim.scene_extent = 0 asks for the official behaviour
-        return computed if computed > 1e-6 else 1.0
+        if computed > 1e-6:
+            self.extent_source = "cameras"
+            return computed
+        self.extent_source = "head"
+        views = self.scene.train_views
+        sample = views[:: max(1, len(views) // 32)]  # the head's reach over the sequence, cheaply
+        with torch.no_grad():
+            verts = torch.cat([self.scene.posed_vertices(v.timestep) for v in sample])
+        return scene_extent_from_vertices(verts)
 
     def _make_densifier(self):
         if self.cfg.densify.densifier == "temporal":
@@ -240,7 +269,8 @@ class Trainer:
         tm.mark("optimizer")
         g, offsets = self.scene.gaussians(view.timestep)
         tm.mark("gaussians")
-        out = self.scene.rasterize_gaussians(view, g, sh_degree)
+        out = self.scene.rasterize_gaussians(view, g, sh_degree, validate=not self._inputs_checked)
+        self._inputs_checked = True
         out.means2d.retain_grad()
         tm.mark("render")
         gt = self.scene.image_float(view)  # once per step (a host-to-device copy on CUDA)
@@ -266,7 +296,11 @@ class Trainer:
             tm.mark("densify_stats")
         densified = None
         if plan.densify:
-            densified = self.densifier.densify(plan.window, self.scene.avatar, self.optimizer, g["scales"], self.gen)
+            # the split test and noise use the coarse world scales s~ (method.md Sec. 10.7), not θ*
+            densified = self.densifier.densify(plan.window, self.scene.avatar, self.optimizer,
+                                               self.scene.coarse_scales(view.timestep), self.gen)
+            self.densify_events.append({"iteration": self.iteration, "window": plan.window, **densified,
+                                        "num_gaussians": self.scene.avatar.num_gaussians})
             self.scene.resample_uvs(self.gen)
         else:
             self.optimizer.step()
@@ -300,46 +334,59 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation & outputs
     @torch.no_grad()
-    def evaluate(self, write_dir: Path | None = None, mouth: bool = True) -> dict:
-        """PSNR / SSIM (11x11 Gaussian) / LPIPS-Alex on the test views (tracked parameters), and the
-        same on the mouth region (bounding box of the visible lips + teeth; LPIPS on the crop
-        resized to 64x64) when `mouth`."""
+    def evaluate(self, write_dir: Path | None = None, mouth: bool = True, frames_out: list | None = None) -> dict:
+        """PSNR / SSIM (11x11 Gaussian) / LPIPS-Alex on the test views (tracked parameters) and, when
+        `mouth`, on the regions of `training.regions` (mouth and eyes boxes; mouth interior and
+        eyelid masks, averaged over the frames where each is visible). Per-frame records
+        (regions.frame_metrics plus "timestep") are appended to `frames_out` when given."""
         views = self.scene.test_views
         if not views:
             return {}
         sh_degree = min(self.cfg.model.sh_degree, self.iteration // self.cfg.model.sh_degree_interval)
         rng = self.cfg.quirks.lpips_input_range
-        scores = {k: [] for k in ("psnr", "ssim", "lpips", "mouth_psnr", "mouth_ssim", "mouth_lpips")}
+        frames = []
         for view in views:
             out, _, _ = self.scene.render(view, sh_degree)
             img = out.image.permute(2, 0, 1).clamp(0, 1)
             gt = self.scene.image_float(view)
-            pairs = [("", img, gt)]
-            box = region_box(self.scene, view) if mouth else None
-            if box is not None:
-                r0, r1, c0, c1 = box
-                pairs.append(("mouth_", img[:, r0:r1, c0:c1], gt[:, r0:r1, c0:c1]))
-            for prefix, a, b in pairs:
-                scores[prefix + "psnr"].append(float(psnr(a, b)))
-                scores[prefix + "ssim"].append(float(ssim_metric(a, b)))
-                if prefix:
-                    a, b = (F.interpolate(x[None], size=(64, 64), mode="bilinear", align_corners=False)[0]
-                            for x in (a, b))
-                lp = lpips_metric(a, b, lpips_input_range=rng)
-                if lp is not None:
-                    scores[prefix + "lpips"].append(float(lp))
+            masks = region_masks(self.scene, view) if mouth else {}
+            frames.append({"timestep": view.timestep, **frame_metrics(img, gt, masks, rng)})
             if write_dir is not None:
                 for sub, im in (("test", img), ("gt", gt)):
                     d = write_dir / sub
                     d.mkdir(parents=True, exist_ok=True)
                     iio.imwrite(d / f"{view.timestep:05d}.png",
                                 (im.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
-        return {k: (float(np.mean(v)) if v else None) for k, v in scores.items()}
+        if frames_out is not None:
+            frames_out.extend(frames)
+        return mean_over_visible(frames)
 
     def export_ply(self, path: Path) -> None:
         with torch.no_grad():
             g, _ = self.scene.gaussians(0, self.scene.canonical_params())
             write_ply(path, g["means"], g["scales"], g["quats"], g["sh"], g["opacities"])
+
+    def run_info(self) -> dict:
+        """What ran (results.json "model", architecture.md Sec. 7): the head model's source and
+        vertex / face / expression counts, the regions the local decoder used, the scene extent and
+        where it came from, one record per densification event, the LPIPS backbones and the metric
+        convention."""
+        fl, c = self.scene.flame, self.cfg
+        lpips_loss_on = c.loss.lambda_lpips > 0 and c.loss.lpips_start_fraction < 1
+        return {
+            "source": fl.source, "num_vertices": fl.num_vertices, "num_faces": int(fl.faces.shape[0]),
+            "num_expressions": fl.n_expr, "active_expressions": int(fl.expr_active.sum()),
+            "teeth": fl.has_teeth, "uv_layout": c.model.uv_obj or ("model file" if fl.uv_coords is not None else None),
+            "flame_masks": c.model.flame_masks,
+            "regions": list(getattr(self.scene, "active_regions", [])),
+            "scene_extent": self.extent, "scene_extent_source": self.extent_source,
+            "densification": self.densify_events,
+            "lpips": {"loss": c.loss.lpips_net if lpips_loss_on else None, "metric": "alex",
+                      "input_range": c.quirks.lpips_input_range},
+            "metric_convention": "full images with the training background, no masks; render clamped to [0,1]; "
+                                 "PSNR data range 1; SSIM 11x11 Gaussian (sigma 1.5); LPIPS v0.1 AlexNet "
+                                 f"with {c.quirks.lpips_input_range} input; regions as in training/regions.py",
+        }
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
@@ -351,13 +398,32 @@ class Trainer:
             "net_optimizer": self.net_optimizer.state_dict() if self.net_optimizer is not None else None,
             "generator": self.gen.get_state(), "window": self.window, "train_seconds": self.train_seconds,
             "densifier": self.densifier.state(),
-            "history": self.history,
+            "history": self.history, "densify_events": self.densify_events,
+            "results": self.mid_results, "data": str(self.data_root.resolve()),
+            "data_fingerprint": self.data_fingerprint,
         }
 
     def restore(self, path: Path) -> None:
+        """Continue from the checkpoint `path`.
+
+        Raises:
+            CheckpointError: one line naming the file: unreadable, another version or binding,
+                trained on another dataset, or tensors (avatar, FLAME table, network) whose shapes
+                do not fit this run.
+        """
         ck = load_checkpoint(path, self.cfg)
+        missing = [k for k in ("avatar", "table", "network", "optimizer", "generator", "iteration", "window",
+                               "train_seconds", "densifier", "history") if k not in ck]
+        if missing:
+            raise CheckpointError(f"{path}: not a stavatar_ti training checkpoint (missing {missing})")
+        note = check_same_dataset(path, ck, self.data_root, self.data_fingerprint)
+        if note:
+            self.console.print(f"warning: {note}")
         avatar = self.scene.avatar
-        n = ck["avatar"]["xyz"].shape[0]
+        n = check_avatar_state(path, ck["avatar"], avatar.state_dict(), self.scene.flame.faces.shape[0])
+        check_shapes(path, "table", ck["table"], self.scene.table.state_dict())
+        if self.scene.network is not None:
+            check_shapes(path, "network", ck["network"], self.scene.network.state_dict())
         avatar.set_params({k: ck["avatar"][k] for k in PARAM_NAMES}, ck["avatar"]["binding"])
         avatar.uvs = ck["avatar"]["uvs"].to(self.device)
         assert avatar.num_gaussians == n
@@ -372,21 +438,103 @@ class Trainer:
         self.train_seconds = ck["train_seconds"]
         self.densifier.load_state(ck["densifier"])
         self.history = ck["history"]
+        self.densify_events = ck.get("densify_events", [])
+        self.mid_results = dict(ck.get("results") or {})
+        self.saved_iteration = self.iteration
+
+    def state_is_finite(self) -> bool:
+        """Whether every parameter of the avatar, the FLAME table and the network is finite."""
+        modules = [self.scene.avatar, self.scene.table] + ([self.scene.network] if self.scene.network is not None else [])
+        return all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters() if p.is_floating_point())
 
     def checkpoint(self) -> Path:
+        """Write checkpoints/last.pt (atomically) and return its path. A state holding NaN or inf is
+        not written: last.pt then stays the last finite state (a warning says so)."""
         path = self.out / "checkpoints" / "last.pt"
+        if not self.state_is_finite():
+            warnings.warn(f"iteration {self.iteration}: parameters hold NaN or inf; {path} keeps the last "
+                          f"finite state (iteration {self.saved_iteration})", stacklevel=2)
+            return path
         save_checkpoint(self.state(), path)
+        self.saved_iteration = self.iteration
         return path
 
+    def save_on_failure(self) -> str:
+        """After a failure: save the current state if it is finite (checkpoints/last.pt, else
+        OUT/failure.pt, else the system's temporary folder, for a read-only or full disk), otherwise
+        point to the last finite checkpoint. Returns a sentence saying where."""
+        last = self.out / "checkpoints" / "last.pt"
+        if not self.state_is_finite():
+            if last.is_file() and self.saved_iteration is not None:
+                return (f"the state at iteration {self.iteration} holds NaN or inf; the last finite checkpoint is "
+                        f"{last} (iteration {self.saved_iteration}); {self.resume_hint}")
+            return f"the state at iteration {self.iteration} holds NaN or inf and no finite checkpoint was written"
+        fallback = Path(tempfile.gettempdir()) / f"stavatar_ti-{self.out.resolve().name}-{os.getpid()}.pt"
+        failed = []
+        for path in (last, self.out / "failure.pt", fallback):
+            try:
+                save_checkpoint(self.state(), path)
+            except Exception as exc:  # noqa: BLE001 - any reason the file cannot be written
+                failed.append(f"{path}: {exc}")
+                continue
+            if path == last:
+                self.saved_iteration = self.iteration
+                return f"checkpoint of iteration {self.iteration} saved to {path}; {self.resume_hint}"
+            return (f"checkpoint of iteration {self.iteration} saved to {path} ({failed[0]}); copy it to "
+                    f"{last}, then {self.resume_hint}")
+        return "no checkpoint could be saved (" + "; ".join(failed) + ")"
+
     # ------------------------------------------------------------------ the run
-    def run(self, resume: bool = False) -> dict:
-        """Train to the end (or resume), evaluate, and write the outputs. Returns results.json."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, self.out / "config.yaml")
+    def run(self, resume: bool = False, overwrite: bool = False) -> dict:
+        """Train to the end (or resume), evaluate, and write the outputs. Returns results.json.
+
+        `resume` continues from OUT/checkpoints/last.pt; `overwrite` replaces the outputs of an
+        earlier run in OUT. Before the first iteration the LPIPS weights, the output folder and its
+        free space are checked (training.preflight; scripts/train.py checks the data too).
+
+        Raises:
+            PreflightError: OUT holds a run and neither `resume` nor `overwrite` is set, or a
+                preflight check fails (nothing is written then).
+            CheckpointError: `resume` with a checkpoint that does not fit this run.
+            TrainingError: any failure after the first iteration; the state was saved first
+                (checkpoints/last.pt when finite, else the last finite one stays) and the one-line
+                message says where.
+        """
+        self._loop_start = None
+        try:
+            return self._run(resume, overwrite)
+        except BaseException as exc:
+            if self._loop_start is None or self.iteration <= self._loop_start:
+                raise  # nothing trained in this call: the folder holds what it held
+            where = self.save_on_failure()
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: say where, keep the exit
+                self.console.print(f"stopped at iteration {self.iteration}: {where}")
+                raise
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            what = str(exc).strip() if isinstance(exc, TrainingError) else \
+                f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+            raise TrainingError(f"{what} (iteration {self.iteration}); {where}") from exc
+
+    def _run(self, resume: bool, overwrite: bool) -> dict:
+        from .preflight import (MARGIN_BYTES, check_lpips, check_output_folder, check_run_folder,
+                                clear_run_outputs, estimate_checkpoint_bytes)
+        check_run_folder(self.out, resume, overwrite)
+        for note in check_lpips(self.cfg):
+            self.console.print(f"warning: {note}")
+        fl = self.scene.flame
+        check_output_folder(self.out, 2 * estimate_checkpoint_bytes(self.cfg, int(fl.faces.shape[0]),
+                                                                    self.scene.table.expr.shape[0],
+                                                                    fl.num_vertices) + MARGIN_BYTES)
         last = self.out / "checkpoints" / "last.pt"
         if resume and last.exists():
-            self.restore(last)
+            self.restore(last)  # before anything is written: a bad checkpoint leaves OUT as it was
             self.console.print(f"resumed from {last} at iteration {self.iteration}")
+        elif resume:
+            self.console.print(f"--resume: no checkpoint in {last.parent}; starting at iteration 0")
+        if not resume and overwrite:
+            clear_run_outputs(self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.out / "config.yaml")
         evals = {round(f * self.total) for f in self.cfg.train.eval_fractions if 0 < f < 1}
         interrupted = {"flag": False}
         previous = signal.getsignal(signal.SIGINT)
@@ -398,13 +546,16 @@ class Trainer:
             signal.signal(signal.SIGINT, on_sigint)
         except ValueError:  # not the main thread
             previous = None
-        results = {}
+        results = self.mid_results  # test_at_N evaluations, carried across resumes by the checkpoint
+        self._loop_start = self.iteration
         try:
             with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console,
                           transient=False, disable=not self.console.is_terminal) as bar:
                 task = bar.add_task("train", total=self.total, completed=self.iteration, info="")
                 recent = []
+                # without a terminal (a log file) the bar is off: plain lines every 5 % and at least every minute
+                every, last_line = max(1, self.total // 20), time.monotonic()
                 while self.iteration < self.total:
                     t0 = time.perf_counter()
                     info = self.step()
@@ -414,26 +565,38 @@ class Trainer:
                     bar.update(task, completed=self.iteration,
                                info=f"{rate:.1f} it/s  loss {info['loss']:.4f}  psnr {np.nanmean(recent):.2f}  "
                                     f"#G {self.scene.avatar.num_gaussians}")
+                    if not self.console.is_terminal and (self.iteration % every == 0 or self.iteration == self.total
+                                                         or time.monotonic() - last_line >= 60):
+                        last_line = time.monotonic()
+                        self.console.print(f"iteration {self.iteration}/{self.total}  loss {info['loss']:.4f}  "
+                                           f"psnr {np.nanmean(recent):.2f}  {rate:.2f} it/s  "
+                                           f"#G {self.scene.avatar.num_gaussians}  elapsed {self.train_seconds:.0f} s",
+                                           highlight=False, soft_wrap=True)
                     if self.iteration % 25 == 0 or self.iteration == 1:
                         self.history.append({"iteration": self.iteration, "loss": info["loss"],
                                              "psnr": info.get("psnr")})
                     if self.iteration in evals:
-                        results[f"test_at_{self.iteration}"] = self.evaluate()
+                        self.mid_results[f"test_at_{self.iteration}"] = self.evaluate()
                     if self.iteration % self.cfg.train.checkpoint_every == 0:
                         self.checkpoint()
                     if interrupted["flag"]:
                         path = self.checkpoint()
-                        self.console.print(f"interrupted: checkpoint saved to {path}; resume with --resume")
+                        self.console.print(f"interrupted: checkpoint saved to {path}; {self.resume_hint}")
                         return {"interrupted": True, "iteration": self.iteration}
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         self.checkpoint()
-        results["test"] = self.evaluate(self.out / "renders")
+        frames = []
+        results["test"] = self.evaluate(self.out / "renders", frames_out=frames)
+        results["test_frames"] = frames
         results.update({"num_gaussians": self.scene.avatar.num_gaussians, "iterations": self.iteration,
                         "train_seconds": self.train_seconds, "binding": self.cfg.model.binding,
                         "data": str(self.data_root.resolve()),
                         "densifier": self.cfg.densify.densifier, "device": str(self.device),
+                        "peak_gpu_memory_mib": (torch.cuda.max_memory_allocated(self.device) / 2**20
+                                                if self.device.type == "cuda" else None),
+                        "model": self.run_info(),
                         "history": self.history})
         self.export_ply(self.out / "point_cloud.ply")
         tmp = self.out / "results.tmp"
