@@ -3,11 +3,17 @@
 
     python scripts/train.py                                   # embedded demo: synthetic data + configs/demo.yaml
     python scripts/train.py --config configs/paper.yaml --data DIR --out OUT [section.key=value ...]
-    python scripts/train.py --config ... --data DIR --out OUT --resume
+    python scripts/train.py --config ... --data DIR --out OUT --resume      # continue a run
+    python scripts/train.py --config ... --data DIR --out OUT --overwrite   # replace a run
     python scripts/train.py --video clip.mp4 [--video-size 512] --out OUT   # own video (needs the [video] extra)
 
 Outputs in OUT: config.yaml, checkpoints/last.pt, results.json, renders/{test,gt}/, point_cloud.ply.
-Ctrl-C saves a checkpoint and exits; --resume continues from it.
+A folder that holds a run (checkpoints/last.pt or results.json) is continued only with --resume and
+replaced only with --overwrite. Before the first iteration a preflight checks everything the run
+needs (every image of the data, head model / UV / mask files, LPIPS weights when the LPIPS loss is
+on, a writable output folder with room for checkpoints, CUDA when train.device=cuda;
+stavatar_ti.training.preflight). Ctrl-C saves a checkpoint and exits with 130; any error after the
+first iteration saves one too and says where; --resume continues from it.
 With --video the clip is first preprocessed (MediaPipe landmarks, head tracking, crop, matting;
 scripts/preprocess_video.py) into out/videos/<name>-<size>/, reused while the video and settings are
 unchanged; the last 15 % of its frames are the test split.
@@ -41,28 +47,39 @@ def main(argv=None) -> int:
     ap.add_argument("--video-size", type=int, default=512, help="image side of the preprocessed video (default 512)")
     ap.add_argument("--out", type=Path, help="output folder (default: out/demo)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    ap.add_argument("--overwrite", action="store_true", help="replace the run in OUT (its checkpoint and results)")
     ap.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     args = ap.parse_args(argv)
+    if args.resume and args.overwrite:
+        ap.error("--resume and --overwrite: choose one")
 
     from stavatar_ti.config import ConfigError, load_config
     from stavatar_ti.data import DatasetError
     from stavatar_ti.flame import FlameFileError
     from stavatar_ti.training import CheckpointError, Trainer, TrainingError
+    from stavatar_ti.training.preflight import check_device, check_lpips, check_run_folder, preflight
 
     config = args.config or ROOT / "configs" / "demo.yaml"
+    out = args.out or ROOT / "out" / "demo"
     try:
         cfg = load_config(config, args.overrides)
+        # the cheap checks before preprocessing a video or generating the demo data
+        check_run_folder(out, args.resume, args.overwrite)
+        check_device(cfg)
+        check_lpips(cfg)
+        if args.data is not None and not args.data.is_dir():
+            raise ValueError(f"--data: {args.data} is not a folder")
         data = args.data
         if args.video is not None:
             data = _preprocessed(args.video, args.video_size)
         if data is None:
             from stavatar_ti.synthetic import ensure_demo_sequence
             data = ensure_demo_sequence(ROOT / "out" / "synthetic_demo")
-        out = args.out or ROOT / "out" / "demo"
-        results = Trainer(cfg, data, out).run(resume=args.resume)
+        preflight(cfg, data, out, resume=args.resume, overwrite=args.overwrite)  # Trainer.run prints its warnings
+        results = Trainer(cfg, data, out).run(resume=args.resume, overwrite=args.overwrite)
     except (ConfigError, DatasetError, FlameFileError, CheckpointError, TrainingError, ValueError, ImportError,
             OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 1
     if results.get("interrupted"):
         return 130
