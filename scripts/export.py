@@ -26,6 +26,7 @@ def main(argv=None) -> int:
 
     from stavatar_ti.api import Avatar
     from stavatar_ti.flame import FlameFileError
+    from stavatar_ti.tools import runs
 
     try:
         if (args.frame is None) == (not args.all_frames):
@@ -35,9 +36,10 @@ def main(argv=None) -> int:
         if not args.all_frames:
             avatar.params(args.frame)  # validates the timestep
         out = args.out or args.model / "export"
-        out.mkdir(parents=True, exist_ok=True)
-        for t in frames:
-            avatar.export(t, out / f"frame_{t:05d}.ply", out / f"frame_{t:05d}.obj")
+        with runs.output_folder(out):  # an error leaves no empty output folders behind
+            out.mkdir(parents=True, exist_ok=True)
+            for t in frames:
+                avatar.export(t, out / f"frame_{t:05d}.ply", out / f"frame_{t:05d}.obj")
     except (ValueError, FlameFileError, RuntimeError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

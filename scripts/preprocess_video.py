@@ -11,9 +11,39 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
+
+
+def check_args(args) -> None:
+    """The flags, before the slow steps (decoding, MediaPipe, tracking). Raises ValueError naming the flag."""
+    import math
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ValueError(f"--max-frames: expected a positive number, got {args.max_frames}")
+    if args.size < 16:
+        raise ValueError(f"--size: expected an output side of at least 16 pixels, got {args.size}")
+    if args.focal is not None:
+        if not (math.isfinite(args.focal) and args.focal > 0):
+            raise ValueError(f"--focal: expected a focal length > 0 in pixels, got {args.focal}")
+    elif not (math.isfinite(args.fov) and 1.0 < args.fov < 179.0):
+        raise ValueError(f"--fov: expected a horizontal field of view in (1, 179) degrees, got {args.fov}")
+    if not (math.isfinite(args.test_fraction) and 0.0 <= args.test_fraction < 1.0):
+        raise ValueError(f"--test-fraction: expected a share in [0, 1), got {args.test_fraction}")
+    if not args.video.is_file():
+        raise ValueError(f"{args.video}: video not found")
+    out = args.out
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: {out} is a file, expected a dataset folder")
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"--out: {out} already exists; pass --overwrite to replace it")
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ValueError(f"--out: cannot create {out} ({parent} is not a writable folder)")
 
 
 def main(argv=None) -> int:
@@ -29,8 +59,11 @@ def main(argv=None) -> int:
     ap.add_argument("--test-fraction", type=float, default=0.15, help="last share of frames held out")
     ap.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = ap.parse_args(argv)
-    if args.max_frames is not None and args.max_frames < 1:
-        ap.error("--max-frames: expected a positive number")
+    try:
+        check_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     from rich.console import Console
 
     from stavatar_ti.video.preprocess import preprocess_video

@@ -88,31 +88,32 @@ def main(argv=None) -> int:
                      v.image.permute(1, 2, 0).numpy()) for i, (v, p) in enumerate(zip(views, params))]
         out = args.out or args.model / "render" / name
         gt_dir = "gt" if args.target is None else "driver"
-        for sub in ("renders", gt_dir, "compare"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
         renders, strips, seconds = [], [], 0.0
-        with Progress(TextColumn(f"[bold]render {name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, disable=not console.is_terminal) as bar:
-            task = bar.add_task("render", total=len(jobs))
-            for stem, p, vm, K, w, h, gt in jobs:
-                t0 = time.perf_counter()
-                img = avatar.render_image(p, vm, K, w, h)
-                seconds += time.perf_counter() - t0
-                iio.imwrite(out / "renders" / f"{stem}.png", img)
-                renders.append(img)
-                if gt is not None:
-                    iio.imwrite(out / gt_dir / f"{stem}.png", gt)
-                    strip = media.comparison_strip(img, gt, with_error=with_error)
-                    iio.imwrite(out / "compare" / f"{stem}.png", strip)
-                    strips.append(strip)
-                bar.advance(task)
-        for sub in (gt_dir, "compare"):
-            if not any((out / sub).iterdir()):
-                (out / sub).rmdir()
-        if args.video:
-            media.write_video(out / "renders.mp4", renders, args.fps)
-            if strips:
-                media.write_video(out / "compare.mp4", strips, args.fps)
+        with runs.output_folder(out):  # an error leaves no empty output folders behind
+            for sub in ("renders", gt_dir, "compare"):
+                (out / sub).mkdir(parents=True, exist_ok=True)
+            with Progress(TextColumn(f"[bold]render {name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console, disable=not console.is_terminal) as bar:
+                task = bar.add_task("render", total=len(jobs))
+                for stem, p, vm, K, w, h, gt in jobs:
+                    t0 = time.perf_counter()
+                    img = avatar.render_image(p, vm, K, w, h)
+                    seconds += time.perf_counter() - t0
+                    iio.imwrite(out / "renders" / f"{stem}.png", img)
+                    renders.append(img)
+                    if gt is not None:
+                        iio.imwrite(out / gt_dir / f"{stem}.png", gt)
+                        strip = media.comparison_strip(img, gt, with_error=with_error)
+                        iio.imwrite(out / "compare" / f"{stem}.png", strip)
+                        strips.append(strip)
+                    bar.advance(task)
+            for sub in (gt_dir, "compare"):
+                if not any((out / sub).iterdir()):
+                    (out / sub).rmdir()
+            if args.video:
+                media.write_video(out / "renders.mp4", renders, args.fps)
+                if strips:
+                    media.write_video(out / "compare.mp4", strips, args.fps)
     except (ValueError, DatasetError, FlameFileError, RuntimeError, OSError) as exc:
         msg = " ".join(str(exc).split())
         print(f"error: {msg}", file=sys.stderr)

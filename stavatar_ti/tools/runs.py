@@ -3,11 +3,34 @@ the run's resolution (for scripts/render.py, evaluate.py, export.py)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from ..training.scene import load_views
 
-__all__ = ["resolve_data_root", "split_frames", "views_for"]
+__all__ = ["output_folder", "resolve_data_root", "split_frames", "views_for"]
+
+
+@contextlib.contextmanager
+def output_folder(out):
+    """Yield `out` (a Path); when the block raises, the folders it created under `out` (and `out`
+    itself and its parents, when the block created them) are removed again if they are empty, so an
+    error leaves no empty output folders behind. Files the block wrote stay."""
+    out = Path(out)
+    missing = []
+    p = out.absolute()
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    before = {d for d in out.rglob("*") if d.is_dir()} if out.is_dir() else set()
+    try:
+        yield out
+    except BaseException:
+        created = [d for d in out.rglob("*") if d.is_dir() and d not in before] if out.is_dir() else []
+        for d in sorted(created, key=lambda d: len(d.parts), reverse=True) + missing:
+            with contextlib.suppress(OSError):  # not empty (or gone): keep
+                d.rmdir()
+        raise
 
 
 def resolve_data_root(avatar, data=None) -> Path:
