@@ -35,7 +35,7 @@ def main(argv=None) -> int:
 
     from stavatar_ti.api import Avatar
     from stavatar_ti.tools import evaluation, runs
-    from stavatar_ti.data import DatasetError, load_dataset
+    from stavatar_ti.data import DatasetError
     from stavatar_ti.flame import FlameFileError
 
     console = Console(stderr=True)
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--max-frames: expected a positive number, got {args.max_frames}")
         for model in args.model:
             avatar = Avatar.load(model, device=args.device)
-            data = load_dataset(runs.resolve_data_root(avatar, args.data))
+            data = runs.load_run_dataset(avatar, args.data)
             views = runs.views_for(avatar, runs.split_frames(data, args.split, args.max_frames))
             with Progress(TextColumn(f"[bold]eval {model}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=console, disable=not console.is_terminal) as bar:

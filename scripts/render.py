@@ -68,7 +68,7 @@ def main(argv=None) -> int:
             views = runs.views_for(avatar, frames)
             name, with_error = args.target.resolve().name, False
         else:
-            data = load_dataset(runs.resolve_data_root(avatar, args.data))
+            data = runs.load_run_dataset(avatar, args.data)
             frames = runs.split_frames(data, args.split, None if args.orbit else args.max_frames)
             views = runs.views_for(avatar, frames[:1] if args.orbit else frames)
             if args.orbit:

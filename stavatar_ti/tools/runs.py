@@ -57,6 +57,22 @@ def resolve_data_root(avatar, data=None) -> Path:
     return data
 
 
+def load_run_dataset(avatar, data=None):
+    """The run's dataset with the split it was trained with (its config's ``data.test_frames`` /
+    ``data.test_subdirs``), from `resolve_data_root`.
+
+    Returns:
+        SequenceDataset.
+    Raises:
+        ValueError: as `resolve_data_root`; DatasetError (a ValueError) from the reader.
+    """
+    from ..data import load_dataset
+
+    d = getattr(avatar.config, "data", None)
+    return load_dataset(resolve_data_root(avatar, data), test_frames=getattr(d, "test_frames", None),
+                        test_subdirs=getattr(d, "test_subdirs", None))
+
+
 def split_frames(dataset, split: str, max_frames: int | None = None) -> list:
     """Frames of a split ("train", "val", "test" or "all": every split, one per (timestep, camera)).
 
