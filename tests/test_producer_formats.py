@@ -608,3 +608,19 @@ def test_train_script_names_the_file_and_the_fix(tmp_path, capsys, monkeypatch):
     assert mod.main(["--config", str(smoke), "--data", str(root), "--out", str(out), "data.test_frames=1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data.test_frames does not apply to a 'vhap' dataset" in err[0]
+
+
+def test_checker_lists_split_warnings_and_takes_the_split_settings(tmp_path):
+    import io
+
+    from stavatar_ti.data import check_dataset, run_check
+
+    root = tmp_path / "soubhik"
+    for c in ("test", "train"):
+        write_imavatar_clip(root / "soubhik" / c, 2)
+    assert not any("swapped" in p for p in check_dataset(root).problems)
+    rep = check_dataset(root, test_subdirs=["train"])
+    assert any("looks swapped" in p for p in rep.problems) and rep.split_counts["test"] == 2
+    out, err = io.StringIO(), io.StringIO()
+    assert run_check(str(root), stdout=out, stderr=err, test_subdirs=["nope"]) == 1
+    assert err.getvalue().count("\n") == 1 and "test_subdirs ['nope'] are not clip folders" in err.getvalue()

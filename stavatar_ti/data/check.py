@@ -16,7 +16,7 @@ import numpy as np
 
 from .conventions import rotation_error
 from .detect import load_dataset
-from .records import DatasetError, SequenceDataset
+from .records import DatasetError, DatasetWarning, SequenceDataset
 
 # Sizes of the project's default head model (method.md Sec. 2 / VHAP: 300 shape, 100 expression).
 DEFAULT_N_SHAPE = 300
@@ -55,12 +55,21 @@ def check_dataset(root, format: str | None = None, check_images: bool = True, sa
             decodes only the first frame of each split.
         sample: with `check_images`, decode only about this many frames (the first of each split
             plus evenly spaced ones: ``check_dataset.py --quick``); None decodes all.
-        **kwargs: passed to the reader.
+        **kwargs: passed to the reader (test_frames, test_subdirs, ...).
+    Returns:
+        DatasetReport; the reader's `DatasetWarning`s (a split that looks swapped, a short sequence's
+        test split) are listed in its ``problems`` instead of being printed.
     Raises:
         DatasetError: the first fatal problem, message "<file>: <what>".
     """
-    ds = load_dataset(root, format=format, **kwargs)
-    return summarize(ds, check_images=check_images, sample=sample)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DatasetWarning)
+        ds = load_dataset(root, format=format, **kwargs)
+    report = summarize(ds, check_images=check_images, sample=sample)
+    report.problems[:0] = [str(w.message) for w in caught if issubclass(w.category, DatasetWarning)]
+    return report
 
 
 def _frames_to_decode(ds: SequenceDataset, check_images: bool, sample: int | None) -> list:
@@ -169,9 +178,9 @@ def report_table(report: DatasetReport):
 
 
 def run_check(root, format: str | None = None, check_images: bool = True, stdout=None, stderr=None,
-              sample: int | None = None) -> int:
+              sample: int | None = None, **kwargs) -> int:
     """CLI body: check ``root`` (every image, or `sample` of them), print the table (stdout) or
-    ``error: <file>: <what>`` (stderr).
+    ``error: <file>: <what>`` (stderr). ``kwargs`` go to the reader (test_frames, test_subdirs).
 
     Returns:
         0 when the dataset loads and every decoded image is fine, 1 for bad data.
@@ -181,7 +190,7 @@ def run_check(root, format: str | None = None, check_images: bool = True, stdout
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
     try:
-        report = check_dataset(root, format=format, check_images=check_images, sample=sample)
+        report = check_dataset(root, format=format, check_images=check_images, sample=sample, **kwargs)
     except DatasetError as exc:
         print("error: " + str(exc).replace("\r", " ").replace("\n", " "), file=stderr)
         return 1
