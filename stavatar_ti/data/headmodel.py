@@ -76,9 +76,9 @@ def check_head_model(dataset: SequenceDataset, head_model: str, num_vertices: in
     messages = []
     configured = configured_version(head_model)
     if data_model is not None and configured is not None and configured != data_model:
-        messages.append(f"{where}: the data was tracked with {tracked} but model.head_model={head_model} "
-                        f"({FLAME_NAMES.get(configured, configured)}); its coefficients will drive a different "
-                        f"head; {fix}")
+        named = f" ({FLAME_NAMES[configured]})" if configured in FLAME_NAMES else ""
+        messages.append(f"{where}: the data was tracked with {tracked} but model.head_model={head_model}{named}; "
+                        f"its coefficients will drive a different head; {fix}")
     for key, size, flag in (("expr", n_expr, "model.n_expr"), ("shape", n_shape, "model.n_shape")):
         have = int(np.size(first.params.get(key, ())))
         if have > size:
