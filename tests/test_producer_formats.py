@@ -389,6 +389,8 @@ def test_metrical_tracker_cameras_match_pytorch3d(tmp_path, layout):
         write_insta_transforms(root, payloads, test_frames=2)
         ds = load_dataset(root)
         assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [4, 6, 2]   # val = last 20 (all 6)
+        with pytest.warns(DatasetWarning, match="data.test_frames=3 is ignored"):
+            assert len(load_dataset(root, test_frames=3).splits["test"]) == 2
     else:
         ds = load_dataset(root, test_frames=2)
         assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [4, 0, 2]

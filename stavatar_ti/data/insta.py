@@ -47,7 +47,7 @@ import numpy as np
 from .conventions import (metrical_tracker_camera, nerf_intrinsics, opencv_c2w_to_viewmat, rotation_to_axis_angle,
                           validate_camera)
 from .records import (DatasetError, FrameRecord, SequenceDataset, as_float_array, check_test_frames, image_mode,
-                      load_json, natural_key, tail_split)
+                      load_json, natural_key, tail_split, warn)
 
 HEAD_MODEL = "flame2020"
 SPLITS = ("train", "val", "test")
@@ -213,7 +213,7 @@ def load_insta(root, *, test_frames: int | None = None) -> SequenceDataset:
         test_frames: without transforms files, the last this-many frames form the test split
             (``data.test_frames``); None = the producers' 350, or 15 % of a sequence of at most 350
             frames (`records.tail_split`, with a `DatasetWarning`); the rest is train, val is empty.
-            Ignored when INSTA's transforms files define the split.
+            Ignored, with a `DatasetWarning`, when INSTA's transforms files define the split.
     Returns:
         SequenceDataset: frames sorted by timestep = position of the ``.frame`` file in natural
         order (0..N-1); ``viewmat`` [4,4] float64 OpenCV world->camera (metres, FLAME space),
@@ -254,6 +254,9 @@ def load_insta(root, *, test_frames: int | None = None) -> SequenceDataset:
 
     tpaths = {s: root / f"transforms_{s}.json" for s in SPLITS}
     if any(p.exists() for p in tpaths.values()):
+        if test_frames is not None:
+            warn(f"{tpaths['test']}: data.test_frames={test_frames} is ignored: INSTA's transforms files define "
+                 f"the split")
         splits = _splits_from_transforms(root, tpaths, entries, ckpt)
     else:
         image_dir = next((root / d for d in IMAGE_DIRS if (root / d).is_dir()), None)
