@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import yaml
 class ModelConfig:
     head_model: str = "open_head"      # "open_head" or a path to a FLAME .pkl/.npz
     uv_obj: str | None = None          # OBJ with FLAME's UV layout when the model file has none
+    flame_masks: str | None = None     # FLAME_masks.pkl: region vertex sets (local decoder, eval regions)
+    local_branch: bool = True          # the local decoder on eye_region/nose/lips/forehead (method.md Sec. 5.6)
     n_shape: int = 300
     n_expr: int = 100
     add_teeth: bool = True
@@ -72,12 +75,11 @@ class DensifyConfig:
     max_gaussians: int = 200_000
     # Temporal ADC (method.md Sec. 10)
     cluster_schedule: str = "sequential"  # "sequential" (paper: one cluster after another) or "interleaved"
-    epochs_per_cluster: int = 5          # N - M
+    epochs_per_cluster: int = 5          # N - M; the all-frames phase M is train.epochs - this
     densify_epoch: int = 3               # densify at the first iteration of this epoch of each cluster
-    final_epochs: int = 1                # M: all-frames refinement at the end
     k_min: int = 5
     k_max: int = 12
-    pca_components: int = 12
+    pca_components: int = 12            # FTC: PCA size of the expression and pose blocks
     lambda_fpe: float = 0.2
     fpe_formula: str = "code"            # "code" (official; thresholds below are in its units) or "paper"
     clone_error_threshold: float = 1e-3
@@ -166,8 +168,16 @@ def _optional_type(sub, name: str):
     return None
 
 
+# Fields that were removed because nothing read them; old config.yaml files may still name them.
+REMOVED_KEYS = {"densify.final_epochs": "the all-frames phase is train.epochs - densify.epochs_per_cluster"}
+
+
 def set_value(cfg: Config, key: str, value, source: str) -> None:
-    """Set `section.name` to `value` coerced to the field's type; ConfigError names `source`/key."""
+    """Set `section.name` to `value` coerced to the field's type; ConfigError names `source`/key.
+    Keys of REMOVED_KEYS are ignored with a warning (old run folders stay loadable)."""
+    if key in REMOVED_KEYS:
+        warnings.warn(f"{source}: {key} is no longer used ({REMOVED_KEYS[key]}); ignored", stacklevel=2)
+        return
     section, _, name = key.partition(".")
     sub = getattr(cfg, section, None)
     if sub is None or not dataclasses.is_dataclass(sub) or not name or not hasattr(sub, name):

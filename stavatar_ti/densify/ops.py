@@ -87,6 +87,13 @@ def split_params(avatar: GaussianAvatar, select: torch.Tensor, world_scales: tor
     Each child: p + R(ρ) ε with ε ~ N(0, diag(s̃²)) (world-unit std applied in local units, a quirk
     inherited from GaussianAvatars; STAvatar adds the parent's p), log scale σ - ln(0.8 n), same ρ,
     SH and opacity copied.
+
+    Args:
+        select: [K] int64 ids of the parents. world_scales: [N,3] the coarse world scales
+            s̃ = exp(σ) k_f (metres) of all Gaussians, without the network's δs (Sec. 10.7).
+    Returns:
+        dict of stored-parameter tensors (PARAM_NAMES) with n_children x K rows, child j of parent
+        k at row j K + k.
     """
     p = avatar.params()
     idx = select.repeat(n_children)
@@ -107,23 +114,43 @@ def scene_extent_from_cameras(viewmats: torch.Tensor) -> float:
     return 1.1 * float((centres - centres.mean(0)).norm(dim=-1).max())
 
 
+def scene_extent_from_vertices(vertices: torch.Tensor) -> float:
+    """Head-sized scene extent for monocular data: 1.1 x the radius of the bounding sphere of the
+    tracked head (3DGS's camera radius rule applied to the posed meshes instead of the cameras).
+
+    Args:
+        vertices: [M,V,3] or [V,3] posed mesh vertices (metres), e.g. a sample of the training
+            frames; the sphere is centred on the centre of their joint axis-aligned bounding box.
+    Returns:
+        E in metres (about 0.17 for a FLAME head with neck).
+    Raises:
+        ValueError: `vertices` is not a non-empty float tensor [...,3] of finite values.
+    """
+    if not torch.is_tensor(vertices) or vertices.ndim not in (2, 3) or vertices.shape[-1] != 3 \
+            or vertices.numel() == 0 or not vertices.is_floating_point() or not torch.isfinite(vertices).all():
+        raise ValueError("vertices: expected a non-empty finite float tensor [M,V,3] or [V,3]")
+    pts = vertices.detach().reshape(-1, 3)
+    centre = 0.5 * (pts.amin(0) + pts.amax(0))
+    return 1.1 * float((pts - centre).norm(dim=-1).max())
+
+
 def apply_densify(avatar: GaussianAvatar, optimizer, clone_ids: torch.Tensor, cloned: dict, split_ids: torch.Tensor,
                   children: dict, min_opacity: float, keep_out: list | None = None) -> dict:
-    """Append clones and split children, remove the split parents and the Gaussians whose base
-    opacity is below `min_opacity` (the new ones are exempt this time; every face keeps one).
+    """Append clones and split children, then remove the split parents and every Gaussian whose base
+    opacity sigmoid(o) is below `min_opacity`, the new ones included (method.md Sec. 10.7 steps
+    1-3, 3DGS `densify_and_prune`); every face keeps at least one Gaussian.
 
     Returns counts {"cloned", "split", "pruned"} (pruned excludes the removed split parents).
     If `keep_out` is a list, the bool mask [N_before + N_added] of the kept rows is appended to it
     (callers that hold per-Gaussian state re-index it with this).
     """
-    n0 = avatar.num_gaussians
     n_children = children["xyz"].shape[0] // max(1, split_ids.numel())
     new = {k: torch.cat([cloned[k], children[k]], 0) for k in cloned}
     new_binding = torch.cat([avatar.binding[clone_ids], avatar.binding[split_ids].repeat(n_children)])
     append(avatar, optimizer, new, new_binding)
     remove = torch.zeros(avatar.num_gaussians, dtype=torch.bool, device=avatar.xyz.device)
     remove[split_ids] = True
-    remove[:n0] |= torch.sigmoid(avatar.opacity.detach()[:n0]) < min_opacity
+    remove |= torch.sigmoid(avatar.opacity.detach()) < min_opacity
     removed_mask = prune(avatar, optimizer, remove)
     removed = int(removed_mask.sum())
     if keep_out is not None:

@@ -46,7 +46,9 @@ class Densifier:
 
     plan(...) fixes the order of views and the densification points for the whole run;
     start_window(w) is called when the plan enters a new window; accumulate(...) after every
-    backward pass of an accumulating step; densify(...) at the planned points.
+    backward pass of an accumulating step; densify(...) at the planned points, with `world_scales`
+    [N,3] the coarse world scales s̃ = exp(σ) k_f of the densifying frame (metres, no network δs;
+    the clone/split size tests and the split noise use them, method.md Sec. 10.7).
     """
 
     def plan(self, views, total: int, gen: torch.Generator) -> list[Step]:

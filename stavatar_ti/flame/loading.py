@@ -169,6 +169,36 @@ def read_obj_uvs(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(vt, dtype=np.float64), np.asarray(ft, dtype=np.int64)
 
 
+def load_flame_masks(path: str | Path, num_vertices: int | None = None) -> dict[str, np.ndarray]:
+    """FLAME's vertex-region masks (`FLAME_masks.pkl` from the FLAME website), read with the restricted
+    unpickler: a dict of region name (e.g. 'eye_region', 'nose', 'lips', 'forehead', 'face', 'scalp',
+    'neck', 'left_ear', 'right_eyeball', 'boundary') -> vertex ids.
+
+    Args:
+        path: the .pkl file. num_vertices: when given, every id must lie in [0, num_vertices).
+    Returns:
+        dict name -> [K] int64 unique sorted vertex ids.
+    Raises:
+        FlameFileError: unreadable or unsafe pickle, not a dict, a value that is not a 1-D array of
+            non-negative integer ids, or an id out of range (the message names the file and key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FlameFileError(f"{path}: no such file")
+    data = safe_load_pickle(path)
+    out = {}
+    for name, ids in data.items():
+        arr = np.asarray(ids)
+        if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+            raise FlameFileError(f"{path}: key {name!r} is not a 1-D array of vertex ids "
+                                 f"(got {arr.dtype} {list(arr.shape)})")
+        arr = np.unique(arr.astype(np.int64))
+        if arr.size and (arr[0] < 0 or (num_vertices is not None and arr[-1] >= num_vertices)):
+            raise FlameFileError(f"{path}: key {name!r} has vertex ids outside [0, {num_vertices})")
+        out[name] = arr
+    return out
+
+
 def load_model_file(path: str | Path) -> dict:
     """Read a FLAME-format model (.pkl or .npz) and check it has the FLAME keys.
 

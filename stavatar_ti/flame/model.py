@@ -17,7 +17,7 @@ import torch
 from ..render.validation import check_finite
 from .frames import TriangleFrames, triangle_frames
 from .lbs import lbs
-from .loading import FlameFileError, load_model_file, read_obj_uvs
+from .loading import FlameFileError, load_flame_masks, load_model_file, read_obj_uvs
 from . import teeth as _teeth
 from .teeth import FLAME_LIP_RING_LOWER, FLAME_LIP_RING_UPPER
 
@@ -84,7 +84,10 @@ class FlameModel(torch.nn.Module):
 
     Attributes (buffers): v_template [V,3], shapedirs [V,3,n_shape+n_expr], posedirs [36,V*3],
     J_regressor [5,V], lbs_weights [V,5], faces [F,3] int64, uv_coords [T,2] and uv_faces [F,3]
-    (None when the file has no UV layout), regions: dict name -> vertex ids (int64).
+    (None when the file has no UV layout), expr_active [n_expr] bool (expression coefficients whose
+    blendshape is not all zero: the file's basis may be shorter than n_expr, and padded
+    coefficients move nothing). Other attributes: regions (dict name -> int64 vertex ids, from
+    the file's region_* keys or FLAME_masks.pkl), source (str), num_template_vertices.
     With teeth, V and F grow by 120 and 168 (FLAME: 5143 vertices, 10144 faces).
     """
 
@@ -110,7 +113,7 @@ class FlameModel(torch.nn.Module):
                                      f"{FLAME_NUM_VERTICES}-vertex FLAME topology")
             data = _teeth.add_teeth(data, *rings, n_shape_cols=n_shape)
             data["region_teeth"] = np.arange(self.num_template_vertices, self.num_template_vertices + 120)
-        self.n_shape, self.n_expr, self.has_teeth = n_shape, n_expr, add_teeth
+        self.n_shape, self.n_expr, self.has_teeth, self.source = n_shape, n_expr, add_teeth, source
         self.parents = [-1] + [int(p) for p in data["kintree_table"][0, 1:]]
         f32 = torch.float32
         V = data["v_template"].shape[0]
@@ -120,6 +123,9 @@ class FlameModel(torch.nn.Module):
         self.register_buffer("J_regressor", torch.tensor(data["J_regressor"], dtype=f32))
         self.register_buffer("lbs_weights", torch.tensor(data["weights"], dtype=f32))
         self.register_buffer("faces", torch.tensor(data["f"], dtype=torch.int64))
+        expr_dirs = np.abs(data["shapedirs"][..., n_shape:])
+        self.register_buffer("expr_active", torch.tensor(expr_dirs.reshape(-1, n_expr).max(0) > 0
+                                                         if expr_dirs.size else np.zeros(n_expr, bool)))
         has_uv = "vt" in data
         self.register_buffer("uv_coords", torch.tensor(data["vt"], dtype=f32) if has_uv else None)
         self.register_buffer("uv_faces", torch.tensor(data["ft"], dtype=torch.int64) if has_uv else None)
@@ -128,7 +134,7 @@ class FlameModel(torch.nn.Module):
 
     @classmethod
     def from_file(cls, path, n_shape: int = 300, n_expr: int = 100, add_teeth: bool = True,
-                  uv_obj=None) -> "FlameModel":
+                  uv_obj=None, masks=None) -> "FlameModel":
         """Load FLAME 2020 `generic_model.pkl`, FLAME 2023 (`flame2023.pkl`, `flame2023_Open.pkl`), or an
         `.npz` with the same keys (v_template, f, shapedirs, posedirs, J_regressor (may be scipy
         sparse), weights, kintree_table; optional vt/ft UVs, region_* vertex sets, lip rings,
@@ -140,12 +146,17 @@ class FlameModel(torch.nn.Module):
             add_teeth: append the 120-vertex / 168-face proxy teeth (method.md Sec. 2).
             uv_obj: optional OBJ whose vt/f-uv indices give the UV layout (FLAME's
                 head_template_mesh.obj), used when the model file has no vt/ft.
+            masks: optional FLAME_masks.pkl (`load_flame_masks`); its vertex sets become `regions`
+                (replacing region_* keys of the same name in the model file).
         Raises:
             FlameFileError (a ValueError): missing/unreadable/unsafe file, missing keys, bad shapes.
         """
         data = load_model_file(path)
         if uv_obj is not None:
             data["vt"], data["ft"] = read_obj_uvs(uv_obj)
+        if masks is not None:
+            num_v = np.shape(data["v_template"])[0]
+            data.update({f"region_{k}": v for k, v in load_flame_masks(masks, num_v).items()})
         return cls(data, n_shape=n_shape, n_expr=n_expr, add_teeth=add_teeth, source=str(Path(path)))
 
     @property

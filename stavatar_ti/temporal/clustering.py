@@ -30,12 +30,14 @@ def ftc_features(expr: np.ndarray, pose: np.ndarray, translation: np.ndarray, n_
     return np.concatenate(blocks, 1)
 
 
-def ftc_cluster(timesteps: np.ndarray, expr, pose, translation, k_range=range(5, 13), seed: int = 42):
+def ftc_cluster(timesteps: np.ndarray, expr, pose, translation, k_range=range(5, 13), seed: int = 42,
+                n_components: int = 12):
     """Cluster training frames; returns (list of sorted timestep arrays in label order, chosen K,
-    silhouette scores per K). With fewer frames than K+1 the K values that cannot be scored are skipped;
-    with fewer than 3 frames everything is one cluster."""
+    silhouette scores per K). `n_components` is the PCA size of the expression and pose blocks
+    (config densify.pca_components). With fewer frames than K+1 the K values that cannot be scored
+    are skipped; with fewer than 3 frames everything is one cluster."""
     timesteps = np.asarray(timesteps)
-    feats = ftc_features(expr, pose, translation, seed=seed)
+    feats = ftc_features(expr, pose, translation, n_components=n_components, seed=seed)
     scores, best = {}, None
     for k in k_range:
         if k >= len(timesteps):
