@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Train hard+vanilla, soft+vanilla and soft+Temporal ADC (paper and interleaved cluster schedules)
-on the same data and held-out frames, and write a markdown table (whole image and mouth region
-metrics, Gaussian count, wall time).
+on the same data and held-out frames for one or more seeds; write every run to a JSON list of
+records ("variant", "seed", "sequence", "test": whole-image, mouth, mouth-interior and eyelid
+metrics, ...; stavatar_ti.training.ablation) and a markdown table (mean ± std over seeds).
 
     python scripts/ablate.py --data DIR [--config configs/demo.yaml] [--out out/ablation]
-                             [--variants 1,2,3,4] [--reuse] [key=value ...]
+                             [--variants 1,2,3,4] [--seeds 0,1,2] [--sequence NAME]
+                             [--json PATH] [--reuse | --overwrite] [key=value ...]
 """
 
 from __future__ import annotations
@@ -22,24 +24,45 @@ def main(argv=None) -> int:
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "ablation")
     ap.add_argument("--variants", default="1,2,3,4", help="comma-separated variant numbers (default: all)")
-    ap.add_argument("--reuse", action="store_true", help="keep variants whose OUT/<n>/results.json exists")
+    ap.add_argument("--seeds", default=None, help="comma-separated train.seed values (default: the config's)")
+    ap.add_argument("--sequence", default=None, help="sequence name in the records (default: the data folder name)")
+    ap.add_argument("--json", type=Path, default=None, help="record list to write (default: OUT/ablation.json)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep runs whose OUT/seed<s>/<n>/results.json exists (and continue an interrupted one)")
+    ap.add_argument("--overwrite", action="store_true", help="train runs that already finished again")
     ap.add_argument("overrides", nargs="*", help="section.key=value applied to every variant")
     args = ap.parse_args(argv)
     try:
-        variants = {int(v) for v in args.variants.split(",")}
+        variants = list(dict.fromkeys(int(v) for v in args.variants.split(",")))  # run in the order given
     except ValueError:
         ap.error(f"--variants: expected comma-separated numbers, got {args.variants!r}")
-    from stavatar_ti.training.ablation import VARIANTS
-    if not variants <= set(range(1, len(VARIANTS) + 1)):
-        ap.error(f"--variants: numbers must be in 1..{len(VARIANTS)}")
-    from stavatar_ti.training.ablation import run_ablation
     try:
-        table = run_ablation(args.config, args.data, args.out, args.overrides, variants=variants, reuse=args.reuse)
-    except ValueError as exc:  # config, dataset, model file and checkpoint errors are ValueErrors
-        print(f"error: {exc}", file=sys.stderr)
+        seeds = [None] if args.seeds is None else [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        ap.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+    if any(s is not None and s < 0 for s in seeds):
+        ap.error(f"--seeds: expected non-negative integers, got {args.seeds!r}")
+    from stavatar_ti.training.ablation import VARIANTS
+    if not set(variants) <= set(range(1, len(VARIANTS) + 1)):
+        ap.error(f"--variants: numbers must be in 1..{len(VARIANTS)}")
+    if args.reuse and args.overwrite:
+        ap.error("--reuse and --overwrite: choose one")
+    from stavatar_ti.training import TrainingError
+    from stavatar_ti.training.ablation import AblationInterrupted, run_ablation
+    try:
+        table = run_ablation(args.config, args.data, args.out, args.overrides, variants=variants, reuse=args.reuse,
+                             seeds=seeds, sequence=args.sequence, json_path=args.json, overwrite=args.overwrite)
+    except AblationInterrupted as exc:  # Ctrl-C: the run saved its checkpoint
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (setup, evaluation)
+        print("interrupted: run the same command with --reuse to continue", file=sys.stderr)
+        return 130
+    except (ValueError, TrainingError, OSError) as exc:  # config, dataset, model file, checkpoint, preflight
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 1
     print(table)
-    print(f"wrote {args.out / 'ablation.md'}")
+    print(f"wrote {args.out / 'ablation.md'} and {args.json or args.out / 'ablation.json'}")
     return 0
 
 

@@ -117,7 +117,7 @@ class Avatar:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
-            scene = Scene.from_checkpoint(cfg, ck, torch.device(device))
+            scene = Scene.from_checkpoint(cfg, ck, torch.device(device), path=ck_path)
         except (KeyError, RuntimeError, TypeError) as exc:
             raise ValueError(f"{ck_path}: checkpoint does not fit its config ({type(exc).__name__}: {exc})") from None
         return cls(scene, cfg, int(ck["iteration"]), run_dir)
@@ -251,7 +251,12 @@ class Avatar:
         """Rasterize θ* of `params` into a pinhole camera (OpenCV world->camera `viewmat` [4,4],
         pixel `K` [3,3], numpy or torch). `background` [3] defaults to the training background.
         Returns a stavatar_ti.RasterOutput (image [H,W,3], not clamped)."""
-        g = self.gaussians(params)
+        return self.rasterize_gaussians(self.gaussians(params), viewmat, K, width, height, background)
+
+    @torch.no_grad()
+    def rasterize_gaussians(self, g: dict, viewmat, K, width: int, height: int, background=None):
+        """Rasterize θ* `g` (the dict of :meth:`gaussians`) as :meth:`render` does, e.g. Gaussians cached
+        across camera moves (stavatar_ti.tools.viewer). Returns a stavatar_ti.RasterOutput."""
         bg = self.background if background is None else _as_tensor(background, self.device, "background")
         return rasterize(g["means"], g["quats"], g["scales"], g["opacities"], sh=g["sh"], sh_degree=self.sh_degree,
                          viewmat=_as_tensor(viewmat, self.device, "viewmat"), K=_as_tensor(K, self.device, "K"),

@@ -19,6 +19,7 @@ from ..model.offsets import activate_offsets, compose_final
 from ..model.uv_network import UVNetwork, network_pose
 from ..uv import (lookup_uv, rasterize_uv, sample_gaussian_uvs, uv_displacement_map, uv_position_map,
                   uv_region_masks)
+from .checkpoint import CheckpointError, check_avatar_state, check_shapes
 
 REGIONS = ("eye_region", "nose", "lips", "forehead")
 
@@ -125,16 +126,28 @@ class Scene(torch.nn.Module):
             self._setup_uv(generator)
 
     @classmethod
-    def from_checkpoint(cls, cfg, ck: dict, device: torch.device) -> "Scene":
-        """A data-less Scene holding the checkpoint's models (what Scene.gaussians/render need)."""
+    def from_checkpoint(cls, cfg, ck: dict, device: torch.device, path="checkpoint") -> "Scene":
+        """A data-less Scene holding the checkpoint's models (what Scene.gaussians/render need).
+
+        Raises:
+            CheckpointError: avatar, FLAME-table or network tensors that do not fit `cfg` (one
+                line naming `path`, the checkpoint file).
+        """
         scene = cls.__new__(cls)  # no dataset: only what gaussians()/render() need
         torch.nn.Module.__init__(scene)
         scene.cfg, scene.device = cfg, device
         m = cfg.model
         scene.flame = build_head_model(cfg).to(device)
-        scene.table = FlameTable.from_state(ck["table"], m.n_shape, m.n_expr).to(device)
+        try:
+            scene.table = FlameTable.from_state(ck["table"], m.n_shape, m.n_expr).to(device)
+        except (RuntimeError, KeyError, AttributeError, IndexError, TypeError) as exc:
+            # torch lists the mismatches on the lines after its heading
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            raise CheckpointError(f"{path}: FLAME table does not fit this config (model.n_shape={m.n_shape}, "
+                                  f"model.n_expr={m.n_expr}): {'; '.join(lines[1:3] or lines[:1])}") from None
         av = GaussianAvatar(1, m.sh_degree, m.init_opacity)
         state = ck["avatar"]
+        check_avatar_state(path, state, av.state_dict(), scene.flame.faces.shape[0])
         av.set_params({k: state[k] for k in PARAM_NAMES}, state["binding"])
         av.num_faces = scene.flame.faces.shape[0]
         av.uvs = state["uvs"]
@@ -150,6 +163,7 @@ class Scene(torch.nn.Module):
                 raise KeyError("network state missing for soft binding")
             scene.uv_raster = rasterize_uv(fl.uv_coords, fl.uv_faces, m.uv_size)
             net = UVNetwork(uv_size=m.uv_size, n_expr=m.n_expr)
+            check_shapes(path, "network", ck["network"], net.state_dict())
             net.load_state_dict(ck["network"])
             scene.network = net.to(device).eval()
         scene.eval()
