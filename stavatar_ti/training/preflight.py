@@ -205,7 +205,8 @@ def preflight(cfg, data_root, out, resume: bool = False, overwrite: bool = False
     rep = PreflightReport()
     check_run_folder(out, resume, overwrite)
     check_device(cfg)
-    data = check_dataset(data_root, check_images=images)
+    data = check_dataset(data_root, check_images=images, test_frames=cfg.data.test_frames,
+                         test_subdirs=cfg.data.test_subdirs)   # the split the run will use
     if data.split_counts.get("train", 0) == 0:
         raise PreflightError(f"{data_root}: the dataset has no training frames")
     rep.checked.append(f"data: {data.images_checked} images decoded ({data.format})")
