@@ -17,6 +17,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 "$VENV/bin/python" -m pip install -q -e ".[test]"
 # The video extra (MediaPipe) is optional: its tests skip with a reason when it cannot be installed.
 "$VENV/bin/python" -m pip install -q -e ".[test,video]" || echo "the [video] extra did not install; its tests will skip"
+# The cluster extra (Ray, scripts/train_many.py) likewise: tests/test_train_many.py skips without it.
+"$VENV/bin/python" -m pip install -q -e ".[test,cluster]" || echo "the [cluster] extra did not install; its tests will skip"
 set +e
 "$VENV/bin/python" -m pytest -q "$@"
 rc=$?
