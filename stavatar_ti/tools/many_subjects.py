@@ -547,6 +547,8 @@ def _cancel(ray, pending, refs, states, out_dir: Path, console, invocation: str)
     wait until they have saved their checkpoints; a second Ctrl-C kills the workers."""
     console.print(f"interrupted: stopping {len(pending)} subject(s); each saves its checkpoint "
                   "(Ctrl-C again to kill them)")
+    if not pending:
+        return
     for ref in pending:
         ray.cancel(ref, force=False)
     try:
