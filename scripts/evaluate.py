@@ -5,7 +5,8 @@
                                [--max-frames N] [--lpips-range "[0,1]"|"[-1,1]"] [--out DIR]
 
 PSNR / SSIM / LPIPS on the whole image and on the mouth (lips + teeth) and eye regions (bounding
-boxes of the visible region faces). Writes per model <DIR or OUT/eval>/per_frame.json and
+boxes of the visible region faces); PSNR / LPIPS on the mouth interior and the eyelids (visible
+region pixels, averaged over the frames where the region is visible; stavatar_ti.training.regions). Writes per model <DIR or OUT/eval>/per_frame.json and
 metrics.json, and prints a table comparing the models with the metric convention.
 """
 
@@ -64,14 +65,17 @@ def main(argv=None) -> int:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
 
-    table = Table(title=f"{args.split} split: whole image | mouth (lips+teeth) | eyes")
+    table = Table(title=f"{args.split} split: whole image | mouth (lips+teeth) | eyes | mouth interior | eyelid "
+                        "(region means over the frames where it is visible; n = frames)")
     table.add_column("model")
     cols = [(p + m, (p[:-1] or "full") + " " + m.upper()) for p in ("", "mouth_", "eyes_")
             for m in ("psnr", "ssim", "lpips")]
+    cols += [(p + m, p[:-1] + " " + ("n" if m == "frames" else m.upper())) for p in ("mouth_interior_", "eyelid_")
+             for m in ("psnr", "lpips", "frames")]
     for _, title in cols:
         table.add_column(title, justify="right")
     for model, res in results.items():
-        table.add_row(model, *("-" if res["mean"][k] is None else f"{res['mean'][k]:.4f}" for k, _ in cols))
+        table.add_row(model, *("-" if res["mean"].get(k) is None else str(res["mean"][k]) if k.endswith("_frames") else f"{res['mean'][k]:.4f}" for k, _ in cols))
     out_console = Console()
     out_console.print(table)
     conventions = sorted({res["convention"] for res in results.values()})

@@ -107,6 +107,13 @@ def _template():
             lip_ring_lower=B.idb[B.i_m - RING_ROW, cols],
             regions=_regions(B, V),
         )
+        expr = _CACHE["expr"]
+        # evaluation regions (stavatar_ti.training.regions): the mouth cavity behind the lip line,
+        # inner lip surfaces included, and the lid skin a blink moves by more than 1 mm
+        blink = [EXPRESSION_NAMES.index(n) for n in ("blink_left", "blink_right")]
+        moved = np.linalg.norm(expr[:, :, blink], axis=1).max(1) > 1e-3
+        _CACHE["regions"]["mouth_interior"] = np.unique(np.concatenate([B.mouth_loop, B.pocket_ids])).astype(np.int64)
+        _CACHE["regions"]["eyelids"] = np.nonzero(moved)[0].astype(np.int64)
     return _CACHE
 
 
@@ -126,7 +133,9 @@ def make_open_head(n_shape: int = 10, seed: int = 0) -> dict:
         expression_names (unicode), posedirs [V,3,36] float64 (zeros), J_regressor [5,V] float64,
         kintree_table [2,5] int64, weights [V,5] float64, vt [T,2] float64, ft [F,3] int64,
         lip_ring_upper / lip_ring_lower [15] int64, region_eye_region / region_nose / region_lips /
-        region_forehead int64 vertex ids.
+        region_forehead int64 vertex ids (the local decoder's), region_mouth_interior /
+        region_eyelids int64 vertex ids (evaluation: the mouth-cavity pocket with the lip line, the
+        lid skin moved > 1 mm by a blink).
     Raises:
         ValueError: n_shape not an integer in 0 .. 300, or seed not a non-negative integer.
     """
