@@ -68,7 +68,9 @@ def test_layout_and_json(tiny):
     assert docs["val"]["frames"] == []
     train = [f["timestep_index"] for f in docs["train"]["frames"]]
     test = [f["timestep_index"] for f in docs["test"]["frames"]]
-    assert train + test == list(range(FRAMES)) and len(test) == round(0.15 * FRAMES)
+    assert sorted(train + test) == list(range(FRAMES)) and len(test) == round(0.15 * FRAMES)
+    m = build_sequence(FRAMES, SIZE, SEED).motion   # the split written is event_split's, deterministically
+    assert (train, test) == gen_mod.event_split(FRAMES, 0.15, [mouth_open(m), gen_mod.eyes_closed(m)])
     for split, doc in docs.items():
         assert doc["timestep_indices"] == [f["timestep_index"] for f in doc["frames"]]
         assert doc["camera_angle_x"] == pytest.approx(2 * np.arctan(SIZE / (2 * doc["fl_x"])))
@@ -232,6 +234,36 @@ def test_texture_has_features(seq):
     tex1 = app.frame_texture(np.ones(len(seq.wrinkles[0])))
     changed = (tex0 - tex1).abs().max(-1).values > 0.01
     assert 0.001 < changed.float().mean() < 0.2
+
+
+def test_event_split_holds_out_segments_into_events():
+    T = 100
+    mouth, eyes = np.zeros(T, bool), np.zeros(T, bool)
+    mouth[20:30] = True     # one wide-open-mouth run, middle frame 24
+    eyes[70:73] = True      # one blink, middle frame 71
+    train, test = gen_mod.event_split(T, 0.2, [mouth, eyes])
+    # 20 test frames = 2 segments of 10; segment 0 (block 0..49) ends on the mouth run's middle
+    # frame, segment 1 (block 50..99) on the blink's: the first half of each run is held out
+    assert test == list(range(15, 25)) + list(range(62, 72))
+    assert sorted(train + test) == list(range(T)) and not set(train) & set(test)
+    assert mouth[test].any() and mouth[train].any() and eyes[test].any() and eyes[train].any()
+    # no events: each segment sits in its block's middle
+    assert gen_mod.event_split(T, 0.2, [np.zeros(T, bool)])[1] == list(range(21, 31)) + list(range(71, 81))
+    # the kind with fewer held-out frames goes first: a second mouth run in block 1 loses to the blink
+    mouth[55:60] = True
+    assert gen_mod.event_split(T, 0.2, [mouth, eyes])[1] == list(range(15, 25)) + list(range(62, 72))
+    with pytest.raises(ValueError, match="test_fraction"):
+        gen_mod.event_split(T, 1.0, [mouth])
+    with pytest.raises(ValueError, match="events"):
+        gen_mod.event_split(T, 0.2, [mouth[:50]])
+
+
+def test_demo_test_split_sees_open_mouths_and_closed_eyes():
+    m = make_motion(gen_mod.DEMO_SETTINGS["frames"], gen_mod.DEMO_SETTINGS["seed"])
+    opened, closed = mouth_open(m), gen_mod.eyes_closed(m)
+    train, test = gen_mod.event_split(m.frames, 0.15, [opened, closed])
+    for flags in (opened, closed):   # both states in both splits
+        assert flags[test].sum() >= 3 and flags[train].sum() >= 3
 
 
 def test_load_dataset_reads_it_back(tiny, seq):

@@ -15,7 +15,8 @@ Layout written (method.md Sec. 11; read back by `stavatar_ti.data.load_dataset`)
                                    camera_indices, frames[] (file_path, transform_matrix (camera-to-
                                    world, OpenGL axes), timestep_index, camera_index, flame_param_path,
                                    fg_mask_path, fl_x, fl_y, cx, cy, w, h, camera_angle_x); val is empty,
-                                   test = the last `test_fraction` of the frames
+                                   test = `test_fraction` of the frames in interleaved segments that
+                                   reach into wide-open mouths and blinks (`event_split`)
     synthetic.json                 generator settings and version (what `ensure_demo_sequence` checks)
     synthetic_truth.npz            the true driving signal (poses, expression, identity, named
                                    channels, non-rigid coefficients and fields, tracker noise)
@@ -61,9 +62,12 @@ from .motion import (FPS, Motion, TrackedParams, TrackerNoise, make_motion, make
 from .texture import Appearance, WRINKLES, bake_appearance, wrinkle_weights
 
 __all__ = ["SyntheticSequence", "Camera", "build_sequence", "generate_sequence", "ensure_demo_sequence",
-           "make_camera", "head_fingerprint", "DEMO_SETTINGS", "FORMAT_VERSION", "LIGHT_DIR", "AMBIENT"]
+           "make_camera", "head_fingerprint", "DEMO_SETTINGS", "FORMAT_VERSION", "LIGHT_DIR", "AMBIENT",
+           "event_split", "eyes_closed"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: the test split is interleaved event segments (`event_split`)
+EYES_CLOSED = 0.8    # blink weight at or above which a frame counts as eyes closed
+SEGMENT_FRAMES = 10  # target length of one held-out segment
 DEMO_SETTINGS = dict(frames=300, size=256, seed=0)
 FOCAL_FACTOR = 2.8
 CAMERA_DISTANCE = 1.0
@@ -327,7 +331,7 @@ def generate_sequence(out_dir, frames: int = 300, size: int = 256, seed: int = 0
     Args:
         out_dir: destination folder (must not exist unless `overwrite`).
         frames, size, seed, head_model, supersample, texture_size, uv_obj: see `build_sequence`.
-        test_fraction: share of frames (the last ones) in the test split.
+        test_fraction: share of frames in the test split (interleaved segments, `event_split`).
         overwrite: replace an existing `out_dir`.
         progress: optional callable(done, total) called after every frame.
     Returns:
@@ -336,10 +340,11 @@ def generate_sequence(out_dir, frames: int = 300, size: int = 256, seed: int = 0
         ValueError: bad arguments; FileExistsError: `out_dir` exists and not `overwrite`;
         FlameFileError: unreadable head model file.
     """
-    train, test = split_frames(int(frames), float(test_fraction))  # validates test_fraction first
+    split_frames(int(frames), float(test_fraction))  # validates test_fraction first
     out = check_output(out_dir, overwrite)
     seq = build_sequence(frames, size, seed, head_model, supersample=supersample, texture_size=texture_size,
                          uv_obj=uv_obj)
+    train, test = event_split(seq.frames, test_fraction, [mouth_open(seq.motion), eyes_closed(seq.motion)])
     with atomic_output(out, overwrite) as tmp:
         T = seq.frames
         chunk = 32
@@ -357,6 +362,64 @@ def generate_sequence(out_dir, frames: int = 300, size: int = 256, seed: int = 0
         _write_truth(tmp / "synthetic_truth.npz", seq)
         (tmp / "synthetic.json").write_text(json.dumps(_meta(seq, int(size), T, float(test_fraction)), indent=1))
     return out
+
+
+def eyes_closed(motion: Motion) -> np.ndarray:
+    """bool [T]: frames whose blink weight (either eye) reaches EYES_CLOSED."""
+    return np.maximum(motion.named["blink_left"], motion.named["blink_right"]) >= EYES_CLOSED
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) frame of every run of True in a bool [T] array."""
+    d = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    return list(zip(np.nonzero(d == 1)[0].tolist(), (np.nonzero(d == -1)[0] - 1).tolist()))
+
+
+def event_split(frames: int, test_fraction: float, events: list) -> tuple[list, list]:
+    """Train / test timesteps with the test frames in interleaved segments that reach into events.
+
+    The n_test frames (as `data.writer.split_frames`: round(test_fraction * frames), at least 1) form
+    S = round(n_test / SEGMENT_FRAMES) segments (at least 1), one inside each of S equal blocks of the
+    sequence.  Segment k looks for a run of an event kind whose middle frame lies in its block
+    (kinds with fewer held-out frames so far first, ties in list order) and ends on that middle
+    frame, so the test split holds the run's
+    first half and the training split the rest; without such a run it sits in the block's middle.
+    Deterministic (no randomness).
+
+    Args:
+        frames: T; test_fraction: in [0, 1); events: list of bool [T] arrays (e.g. mouth_open,
+            eyes_closed), tried in this order.
+    Returns:
+        (train, test) sorted timestep lists, disjoint, covering 0..T-1.
+    Raises:
+        ValueError: test_fraction outside [0, 1) or an event array not of shape [T].
+    """
+    _, tail = split_frames(int(frames), float(test_fraction))
+    n_test = len(tail)
+    for e in events:
+        if np.shape(e) != (frames,):
+            raise ValueError(f"events: expected bool arrays of shape [{frames}], got {np.shape(e)}")
+    if n_test == 0:
+        return list(range(frames)), []
+    S = max(1, int(round(n_test / SEGMENT_FRAMES)))
+    lengths = [n_test // S + (1 if k < n_test % S else 0) for k in range(S)]
+    mids = [[a + (b - a) // 2 for a, b in _runs(np.asarray(e, bool))] for e in events]
+    test = []
+    for k, L in enumerate(lengths):
+        b0, b1 = k * frames // S, (k + 1) * frames // S
+        end = b0 + (b1 - b0) // 2 + L // 2   # default: the block's middle
+        held = np.zeros(frames, bool)
+        held[test] = True
+        # the kind with the fewest held-out event frames so far goes first (ties: list order)
+        for j in sorted(range(len(events)), key=lambda j: int(np.count_nonzero(np.asarray(events[j], bool) & held))):
+            inside = [m for m in mids[j] if b0 <= m < b1]
+            if inside:
+                end = inside[0]
+                break
+        start = min(max(end - L + 1, b0), b1 - L)
+        test += range(start, start + L)
+    held = set(test)
+    return [t for t in range(frames) if t not in held], sorted(held)
 
 
 def _is_current_demo(path: Path) -> bool:
