@@ -225,3 +225,14 @@ def test_many_subjects_interrupt_resume_fail_alone_and_skip(ray_address, sequenc
                                                                "overrides": {**TINY, "train.seed": 99}}))
     assert plan_subject(changed.subjects[0], out / "a") == {"action": "run", "flag": "--overwrite",
                                                             "reason": "config changed"}
+
+
+def test_resources_no_node_has_are_refused_before_anything_is_written(ray_address, folders):
+    manifest = load_manifest(_write(folders / "m.yaml", {"config": str(SMOKE),
+                                                         "subjects": [{"name": "a", "data": "d1"}]}))
+    out = folders / "out"
+    with pytest.raises(ValueError, match=r"^--cpus-per-subject 64: no node of the Ray cluster has more than 2 CPUs"):
+        run_many(manifest, out, cpus_per_subject=64)
+    with pytest.raises(ValueError, match=r"^--gpus-per-subject 1: no node of the Ray cluster has more than 0 GPUs"):
+        run_many(manifest, out, gpus_per_subject=1)
+    assert not out.exists()

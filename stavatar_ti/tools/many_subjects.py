@@ -465,10 +465,9 @@ def run_many(manifest: Manifest, out_dir, address: str | None = None, gpus_per_s
     ray = _import_ray()
     console = console or Console(stderr=True)
     out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
     script = Path(train_script) if train_script else Path(__file__).resolve().parents[2] / "scripts" / "train.py"
     if cpus_per_subject <= 0:
-        raise ValueError(f"cpus_per_subject: expected > 0, got {cpus_per_subject}")
+        raise ValueError(f"--cpus-per-subject: expected > 0, got {cpus_per_subject}")
     jobs, states, invocation = {}, {}, f"{socket.gethostname()}:{os.getpid()}:{time.time()}"
     for s in manifest.subjects:
         source = s.source()
@@ -484,18 +483,25 @@ def run_many(manifest: Manifest, out_dir, address: str | None = None, gpus_per_s
     if jobs and not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         started = True
-    interrupted = False
-    try:
+    try:  # resources every subject needs, checked before anything is written
         if jobs:
             if gpus_per_subject is None:
                 gpus_per_subject = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
             if gpus_per_subject < 0:
-                raise ValueError(f"gpus_per_subject: expected >= 0, got {gpus_per_subject}")
+                raise ValueError(f"--gpus-per-subject: expected >= 0, got {gpus_per_subject}")
             for key, need in (("CPU", cpus_per_subject), ("GPU", gpus_per_subject)):
                 have = _max_node_resource(ray, key)
                 if need > have:
-                    raise ValueError(f"--{key.lower()}s-per-subject {need}: no node of the Ray cluster has more "
-                                     f"than {have:g} {key}s")
+                    raise ValueError(f"--{key.lower()}s-per-subject {need:g}: no node of the Ray cluster has "
+                                     f"more than {have:g} {key}s")
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+    out_dir.mkdir(parents=True, exist_ok=True)
+    interrupted = False
+    try:
+        if jobs:
             task = ray.remote(max_calls=1, num_cpus=cpus_per_subject, num_gpus=gpus_per_subject,
                               max_retries=0)(run_subject)
             for name in sorted(set(states) - set(jobs)):
