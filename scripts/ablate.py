@@ -7,6 +7,11 @@ metrics, ...; stavatar_ti.training.ablation) and a markdown table (mean ± std o
     python scripts/ablate.py --data DIR [--config configs/demo.yaml] [--out out/ablation]
                              [--variants 1,2,3,4] [--seeds 0,1,2] [--sequence NAME]
                              [--json PATH] [--reuse | --overwrite] [key=value ...]
+
+Every run is preflighted before the first one trains (data images, head model, LPIPS weights, output
+folder). A run that already finished is kept with --reuse or trained again with --overwrite (without
+either the command stops before training). Ctrl-C saves the running run's checkpoint and exits with
+130; the same command with --reuse then continues that run from its checkpoint.
 """
 
 from __future__ import annotations
