@@ -20,6 +20,8 @@ The projection for the paper schedule on a 2,000-frame sequence (method.md Sec. 
 iterations / measured it/s (per LPIPS half). It holds the Gaussian count of the benchmark (training
 grows it by densification) and leaves out densification events, evaluation and checkpoints.
 `--json PATH` writes every number plus device, versions, date and the command line.
+`--profile PATH` then runs one more (non-densifying) step under torch.profiler (CPU and, on CUDA,
+device activities) and writes its key_averages() table, sorted by device time on CUDA.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--phases", choices=("auto", "early", "late"), default="auto",
                     help="auto: both LPIPS halves when the config has LPIPS (default)")
     ap.add_argument("--json", type=Path, help="write all numbers here")
+    ap.add_argument("--profile", type=Path, help="write a torch profiler table of one more training step here")
     ap.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     args = ap.parse_args(argv)
     if args.warmup < 0 or args.iters < 1 or args.size < 16 or args.frames < 3:
@@ -134,6 +137,31 @@ def time_phase(trainer, start: int, stop: int, warmup: int, iters: int, device) 
         out["peak_memory"] = {"kind": "process peak RSS (ru_maxrss), whole process so far",
                               "max_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     return out
+
+
+def profile_step(trainer, device, path: Path) -> str:
+    """One Trainer.step (the next non-densifying one of the plan) under torch.profiler; writes and
+    returns key_averages() as a table (40 rows, by device time on CUDA, CPU time otherwise)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    while trainer.iteration < trainer.total and trainer.plan[trainer.iteration].densify:
+        trainer.step()
+    if trainer.iteration >= trainer.total:
+        raise PhaseError("no iteration left in the plan to profile; use more --frames")
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    start = trainer.iteration
+    with profile(activities=activities) as prof:
+        trainer.step()
+        if cuda:
+            torch.cuda.synchronize(device)
+    sort = "cuda_time_total" if cuda else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=40)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"torch.profiler: Trainer.step at plan position {start}, {trainer.scene.avatar.num_gaussians} "
+                    f"Gaussians, {device}, sorted by {sort}\n{table}\n")
+    return table
 
 
 def projection(cfg, phases: dict, densify_ms: list) -> dict:
@@ -267,6 +295,13 @@ def main(argv=None) -> int:
             "phases": phases,
         }
         result["projection"] = projection(cfg, phases, densify_ms)
+        if args.profile is not None:
+            try:
+                profile_step(trainer, dev, args.profile)
+            except PhaseError as exc:
+                console.print(f"[red]profile: {exc}")
+                return 2
+            result["profile"] = str(args.profile)
     _print(console, result)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
