@@ -119,7 +119,8 @@ class Avatar:
         try:
             scene = Scene.from_checkpoint(cfg, ck, torch.device(device), path=ck_path)
         except (KeyError, RuntimeError, TypeError) as exc:
-            raise ValueError(f"{ck_path}: checkpoint does not fit its config ({type(exc).__name__}: {exc})") from None
+            why = " ".join(str(exc).split())  # one line: torch's state-dict errors span several
+            raise ValueError(f"{ck_path}: checkpoint does not fit its config ({type(exc).__name__}: {why})") from None
         return cls(scene, cfg, int(ck["iteration"]), run_dir)
 
     # ------------------------------------------------------------------ properties
