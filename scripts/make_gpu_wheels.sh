@@ -24,10 +24,17 @@ for whl in "$RAW"/*.whl; do
     esac
 done
 rm -rf "$RAW"
-total=$(du -cb "$DIR"/*.whl | tail -1 | cut -f1)
 ls -l "$DIR"/*.whl
-if [ "$total" -gt $((40 * 1024 * 1024)) ]; then
-    echo "error: $DIR: the wheels take $total bytes, over the 40 MiB left for them in a 64 MiB transfer" >&2
+taichi=$(du -cb "$DIR"/taichi-*.whl | tail -1 | cut -f1)
+wheels=$(du -cb "$DIR"/*.whl | tail -1 | cut -f1)
+# what a device call carries: the working tree (tracked + untracked, not ignored) plus the wheels
+tree=$(git ls-files -co --exclude-standard -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+echo "$DIR: taichi $taichi bytes, all wheels $wheels bytes; working tree $tree bytes"
+if [ "$taichi" -gt $((40 * 1024 * 1024)) ]; then
+    echo "error: $DIR: the stripped taichi wheel takes $taichi bytes (expected about 35 MB)" >&2
     exit 1
 fi
-echo "$DIR: $total bytes of wheels"
+if [ $((wheels + tree)) -gt $((60 * 1024 * 1024)) ]; then
+    echo "error: $DIR: wheels + working tree take $((wheels + tree)) bytes, over 60 MiB of the 64 MiB a device call carries" >&2
+    exit 1
+fi

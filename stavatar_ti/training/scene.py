@@ -237,7 +237,8 @@ class Scene(torch.nn.Module):
         if bg is None or bg.device != g["means"].device:  # a constant: built once, not every frame
             bg = self._background = torch.tensor(self.cfg.train.background, device=self.device, dtype=torch.float32)
         return rasterize(g["means"], g["quats"], g["scales"], g["opacities"], sh=g["sh"], sh_degree=sh_degree,
-                         viewmat=view.viewmat.to(self.device), K=view.K.to(self.device), width=view.width,
+                         viewmat=view.viewmat.to(self.device, non_blocking=True),
+                         K=view.K.to(self.device, non_blocking=True), width=view.width,
                          height=view.height, background=bg, validate=validate)
 
     def canonical_params(self) -> dict:
@@ -248,4 +249,5 @@ class Scene(torch.nn.Module):
         return p
 
     def image_float(self, view: View) -> torch.Tensor:
-        return view.image.to(self.device).float() / 255.0
+        # non_blocking: from pageable memory CUDA stages the copy before returning, without a stream sync
+        return view.image.to(self.device, non_blocking=True).float() / 255.0
