@@ -11,8 +11,11 @@ suite's conftest sets it), the twin tests again with fast_math on (to classify a
 scripts/bench_rasterizer.py against gsplat at 512²/100k and 1024²/500k Gaussians.
 Part 2: scripts/bench_train.py at 512² (it/s per part, peak memory, projected paper schedule) and
 its torch profiler table of one more training step (--profile).
-Every step runs in its own process with a time limit; `summary.json` is rewritten after each
-step, so a run cut short still leaves what it measured. At most 8 files are written (the device
+Every step runs in its own process with a time limit cut from the part's budget (--budget; part 1
+450 s, part 2 240 s; the fast-math rerun is the first to go when the tests ran long), so a device
+call of 560 s (`bash scripts/gpu_check.sh --part 1 --out $OUT`, carrying .whl) leaves room for the
+wheel install; `summary.json` is rewritten after each step, so a run cut short still leaves what
+it measured. At most 8 files are written (the device
 tool brings back 8): summary.json, log.txt, pytest_cuda.xml, pytest_fast_math.xml,
 bench_rasterizer_cuda.json, bench_train_cuda.json, profile_step.txt (names keep "cuda" on the CPU
 dry run too, so the file set is the same).
@@ -43,6 +46,7 @@ CUDA_TESTS = ["tests/test_runtime.py", "tests/test_rasterize_twin.py", "tests/te
               "tests/test_rasterize_fd.py", "tests/test_sort.py", "tests/test_temporal.py", "tests/test_uv.py"]
 TWIN_TESTS = ["tests/test_rasterize_twin.py"]
 BENCH_SIZES = "100000@512,500000@1024"
+BUDGETS = {"1": 450.0, "2": 240.0, "all": 720.0}  # seconds; a device call allows 600 with the wheel install
 GSPLAT_WARM = """
 import time, torch, gsplat
 t0 = time.perf_counter()
@@ -115,13 +119,18 @@ class Runner:
     """Runs steps as subprocesses with time limits, appending their output to log.txt and their
     records to summary.json (rewritten after each step)."""
 
-    def __init__(self, out: Path, device: str, part: str, quick: bool):
+    def __init__(self, out: Path, device: str, part: str, quick: bool, budget: float):
         self.out, self.device = out, device
+        self.deadline = time.perf_counter() + budget
         self.log = out / "log.txt"
         self.summary = {"device": device, "part": part, "quick": quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         "host": platform.node(), "steps": []}
         self.env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+
+    def left(self, reserve: float = 0.0) -> float:
+        """Seconds of the budget left after keeping `reserve` for the steps still to come."""
+        return self.deadline - time.perf_counter() - reserve
 
     def write(self) -> None:
         tmp = self.out / "summary.json.tmp"
@@ -245,14 +254,19 @@ def run_check(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     py = sys.executable
     dev, quick = args.device, args.quick
-    r = Runner(out, dev, args.part, quick)
+    budget = args.budget or BUDGETS[args.part]
+    r = Runner(out, dev, args.part, quick, budget)
+    r.summary["budget_s"] = budget
     r.write()
     parts = {"1", "2"} if args.part == "all" else {args.part}
     cuda_env = {"STAVATAR_TEST_DEVICE": dev}
     if "1" in parts:
+        # time limits: each step gets what the budget leaves after a reserve for the later ones
+        # (gsplat wait + rasterizer benchmark: 150 s; the training benchmark in --part all: 200 s)
+        later = 150.0 + (200.0 if "2" in parts else 0.0)
         if dev == "cuda":
             r.run("nvidia-smi", ["nvidia-smi"], 30)
-        r.run("env", [py, "-c", ENV_PROBE, dev], 120)
+        r.run("env", [py, "-c", ENV_PROBE, dev], max(10.0, min(90.0, r.left(later + 60))))
         gsplat = None
         if dev == "cuda" and not args.no_gsplat:
             # builds gsplat's CUDA extension (torch cpp_extension JIT, minutes) while the tests run
@@ -263,15 +277,18 @@ def run_check(args) -> int:
         tests = CUDA_TESTS if not quick else ["tests/test_runtime.py::test_cuda_device_index_must_be_zero",
                                               "tests/test_runtime.py::test_non_default_stream_is_rejected"]
         r.run("tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml",
-                        str(out / "pytest_cuda.xml"), *tests], args.test_timeout, cuda_env)
-        if dev == "cuda":
-            r.run("tests_fast_math", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml",
-                                      str(out / "pytest_fast_math.xml"), *TWIN_TESTS], 150,
-                  {**cuda_env, "STAVATAR_FAST_MATH": "1"})
-        else:
+                        str(out / "pytest_cuda.xml"), *tests], max(30.0, min(args.test_timeout, r.left(later))),
+              cuda_env)
+        if dev != "cuda":
             r.skip("tests_fast_math", "fast_math approximations are a CUDA matter")
+        elif r.left(later) < 60:
+            r.skip("tests_fast_math", "no time left in the budget")
+        else:
+            r.run("tests_fast_math", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml",
+                                      str(out / "pytest_fast_math.xml"), *TWIN_TESTS],
+                  min(150.0, r.left(later)), {**cuda_env, "STAVATAR_FAST_MATH": "1"})
         if gsplat is not None:
-            r.finish(gsplat, args.gsplat_timeout)
+            r.finish(gsplat, min(args.gsplat_timeout, r.left(later - 60)))
         sizes = "300@32,600@48" if quick else (args.sizes or (BENCH_SIZES if dev == "cuda" else "20000@256"))
         bench = [py, "scripts/bench_rasterizer.py", "--device", dev, "--sizes", sizes,
                  "--out", str(out / "bench_rasterizer_cuda.json")]
@@ -279,7 +296,7 @@ def run_check(args) -> int:
             bench += ["--warmup", "1", "--repeats", "1", "--sort-sizes", "3000"]
         elif dev == "cuda":
             bench += ["--sort-sizes", "1000000,10000000"]
-        r.run("bench_rasterizer", bench, 240)
+        r.run("bench_rasterizer", bench, max(30.0, min(240.0, r.left(later - 150))))
     if "2" in parts:
         if quick:
             train_args = ["--config", "configs/smoke.yaml", "--size", "32", "--frames", "4", "--warmup", "0",
@@ -288,7 +305,7 @@ def run_check(args) -> int:
             train_args = ["--size", str(args.size)]
         r.run("bench_train", [py, "scripts/bench_train.py", "--device", dev, *train_args,
                               "--json", str(out / "bench_train_cuda.json"),
-                              "--profile", str(out / "profile_step.txt")], 330)
+                              "--profile", str(out / "profile_step.txt")], max(60.0, r.left(5)))
     r.summary["results"] = digest(out)
     r.summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     r.write()
@@ -308,6 +325,7 @@ def main(argv=None) -> int:
     run.add_argument("--quick", action="store_true", help="tiny sizes (the CPU dry run of the tests)")
     run.add_argument("--size", type=int, default=512, help="training benchmark image side (default 512)")
     run.add_argument("--sizes", help=f"rasterizer benchmark N@SIZE list (default on CUDA {BENCH_SIZES})")
+    run.add_argument("--budget", type=float, help="seconds for all steps (default: part 1 450, part 2 240, all 720)")
     run.add_argument("--test-timeout", type=float, default=220.0)
     run.add_argument("--gsplat-timeout", type=float, default=240.0, help="seconds to wait for gsplat's build")
     run.add_argument("--cuda-arch", default="9.0", help="TORCH_CUDA_ARCH_LIST for gsplat's build (H100/H200: 9.0)")
