@@ -2,6 +2,7 @@
 no silent fallback to the CPU, cuda:0 and the default stream only, validation without extra syncs,
 kernel warm-up. CUDA behaviour is simulated by monkeypatching on the CPU backend."""
 
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -56,8 +57,11 @@ def test_init_options_from_the_environment(fresh_runtime, monkeypatch):
     kw = fresh_runtime[-1]
     assert kw["fast_math"] is False and kw["device_memory_GB"] == 2.5 and "cpu_max_num_threads" not in kw
     assert runtime.current_options() == {"fast_math": False, "device_memory_GB": 2.5}
-    with pytest.warns(UserWarning, match="ignored"):  # Taichi cannot change options once running
+    with pytest.warns(UserWarning, match=r"options \['fast_math'\] ignored"):  # fixed once Taichi runs
         stavatar_ti.init("cuda", fast_math=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stavatar_ti.init("cuda", fast_math=False, device_memory_GB=2.5)  # what runs already: silent
     monkeypatch.setattr(runtime, "_state", {"arch": None, "options": {}})
     stavatar_ti.init("cuda", fast_math=True)  # explicit kwargs win over the environment
     assert fresh_runtime[-1]["fast_math"] is True

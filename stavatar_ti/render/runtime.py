@@ -91,7 +91,8 @@ def init(arch: str = "cpu", **kwargs) -> None:
             if _state["arch"] != name:
                 raise ValueError(f"arch: Taichi is already initialised for {_state['arch']} in this process; "
                                  f"cannot switch to {name}")
-            differ = {k: v for k, v in kwargs.items() if _state["options"].get(k, v) != v or k not in _state["options"]}
+            running = ti.lang.impl.default_cfg()  # what ti.init configured: defaults where not given
+            differ = [k for k, v in kwargs.items() if _state["options"].get(k, getattr(running, k, None)) != v]
             if differ:
                 warnings.warn(f"init: Taichi already runs on {name}; options {sorted(differ)} ignored", stacklevel=2)
             return
