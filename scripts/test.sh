@@ -19,6 +19,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 "$VENV/bin/python" -m pip install -q -e ".[test,video]" || echo "the [video] extra did not install; its tests will skip"
 # The cluster extra (Ray, scripts/train_many.py) likewise: tests/test_train_many.py skips without it.
 "$VENV/bin/python" -m pip install -q -e ".[test,cluster]" || echo "the [cluster] extra did not install; its tests will skip"
+# The viewer extra (viser, scripts/view.py) likewise: tests/test_viewer.py skips without it.
+"$VENV/bin/python" -m pip install -q -e ".[test,viewer]" || echo "the [viewer] extra did not install; its tests will skip"
 set +e
 "$VENV/bin/python" -m pytest -q "$@"
 rc=$?
