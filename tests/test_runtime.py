@@ -149,6 +149,10 @@ def test_validation_switch_and_debug_mode(monkeypatch):
     s["means"][3, 0] = 0.0
     with pytest.raises(ValueError, match=r"^scales: all entries must be > 0"):
         stavatar_ti.rasterize(**s, width=40, height=30)
+    sh = s["sh"].clone()
+    sh[7, 2, 0] = float("inf")  # named as sh, not as the colours computed from it
+    with pytest.raises(ValueError, match="^sh: contains NaN or inf$"):
+        stavatar_ti.rasterize(**{**s, "sh": sh}, width=40, height=30)
     monkeypatch.setenv("STAVATAR_DEBUG", "1")  # the debug mode validates every call
     with pytest.raises(ValueError, match=r"^scales: all entries must be > 0"):
         stavatar_ti.rasterize(**s, width=40, height=30, validate=False)

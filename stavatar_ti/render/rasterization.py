@@ -151,8 +151,7 @@ def rasterize(means, quats, scales, opacities, colors=None, *, sh=None, sh_degre
     viewmat_d, K_d = viewmat.detach(), K.detach()  # no gradient to the camera (documented)
     means2d, conics, depths, radii, tile_rect, tile_counts = Project.apply(
         means, quats, scales, viewmat_d, K_d, width, height, near_plane)
-    if colors is None:
-        colors = SHColors.apply(sh.contiguous(), means, viewmat_d, sh_degree)
+    rgb = colors if sh is None else SHColors.apply(sh.contiguous(), means, viewmat_d, sh_degree)
     # the forward's one host sync: the intersection count, with the value checks riding along
     total = tile_counts.sum(dtype=torch.int64).reshape(1)
     if validation_enabled(validate):
@@ -168,7 +167,7 @@ def rasterize(means, quats, scales, opacities, colors=None, *, sh=None, sh_degre
     tile_start, tile_end, isect_ids = bin_gaussians(depths, radii, tile_rect, tile_counts, width, height,
                                                     num_intersections=host[0])
     image, alpha, pixel_count, blend_weight = Composite.apply(
-        means2d, conics, opacities, colors.contiguous(), background, tile_start, tile_end, isect_ids, width, height)
+        means2d, conics, opacities, rgb.contiguous(), background, tile_start, tile_end, isect_ids, width, height)
     return RasterOutput(image=image, alpha=alpha, depths=depths, radii=radii, means2d=means2d,
                         pixel_count=pixel_count, blend_weight=blend_weight)
 
