@@ -245,9 +245,11 @@ def main(argv=None) -> int:
     tmp = args.out.with_suffix(".tmp")
     import taichi as ti
 
-    command = " ".join(shlex.quote(a) for a in ["scripts/bench_rasterizer.py", *(sys.argv[1:] if argv is None else argv)])
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(shlex.quote(a) for a in ["scripts/bench_rasterizer.py", *given])
     tmp.write_text(json.dumps({"device": device_name, "torch": torch.__version__,
-                               "taichi": ".".join(map(str, ti.__version__)), "taichi_options": runtime.current_options(),
+                               "taichi": ".".join(map(str, ti.__version__)),
+                               "taichi_options": runtime.current_options(),
                                "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                                "command": command, "warmup": args.warmup, "repeats": args.repeats,
                                "rasterize": rows, "sort": sorts}, indent=2, default=str))
