@@ -29,6 +29,8 @@ def main(argv=None) -> int:
                     help="longer side of full-resolution frames in pixels (default 512 on CUDA, 256 on the CPU)")
     ap.add_argument("--out", type=Path, help="folder for saved PNGs and MP4s (default: OUT/viewer)")
     ap.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    ap.add_argument("--bench", type=int, metavar="N",
+                    help="no server: time N camera-only and N frame-change renders at --resolution, print, exit")
     args = ap.parse_args(argv)
 
     from stavatar_ti.api import Avatar
@@ -43,7 +45,7 @@ def main(argv=None) -> int:
             import viser  # noqa: F401 - availability check
         except ImportError:
             raise ValueError('the viewer needs the package viser (pip install -e ".[viewer]")') from None
-        from stavatar_ti.tools.viewer import ViewerApp, timelines_for
+        from stavatar_ti.tools.viewer import ViewerApp, benchmark, timelines_for
 
         avatar = Avatar.load(args.model, device=args.device)
         try:
@@ -56,6 +58,12 @@ def main(argv=None) -> int:
         driver = load_dataset(args.data) if args.data is not None else None
         timelines = timelines_for(avatar, dataset, driver)
         resolution = args.resolution or (512 if avatar.device.type == "cuda" else 256)
+        if args.bench is not None:
+            r = benchmark(avatar, next(iter(timelines.values())), resolution, args.bench)
+            print(f"{r['gaussians']} Gaussians, {resolution}x{resolution}, {avatar.device}: camera move "
+                  f"{r['camera_ms']:.0f} ms ({r['camera_fps']:.1f} FPS), new frame {r['frame_ms']:.0f} ms "
+                  f"({r['frame_fps']:.1f} FPS) (medians of {args.bench})")
+            return 0
         app = ViewerApp(avatar, timelines, host=args.host, port=args.port, out_dir=args.out or args.model / "viewer",
                         resolution=resolution).start()
     except (ValueError, DatasetError, FlameFileError, RuntimeError, OSError) as exc:

@@ -3,6 +3,7 @@ conversion against a known pose, render equality with Avatar.render, the Gaussia
 (page, GUI -> state, recordings) and an end-to-end headless-Chromium test. Needs the `viewer` extra
 (viser); the browser test also needs Debian's chromium + chromium-driver and selenium."""
 
+import importlib.util
 import math
 import shutil
 import socket
@@ -139,6 +140,25 @@ def test_render_view_equals_avatar_render(run):
     assert not np.array_equal(img2, img)
     V.render_view(avatar, V.state_params(tl["train"], state.__class__(frame=2)), cam, cache)
     assert cache.misses == 2
+
+
+def test_drive_timeline_and_cli_errors(run, tmp_path, capsys):
+    avatar, dataset = run
+    # the run's own sequence as the driver reproduces its table rows (Avatar.drive_params)
+    drive = V.timelines_for(avatar, dataset, driver=dataset)["drive"]
+    assert len(drive) == avatar.num_timesteps == 10
+    for i in (0, 7):
+        p = avatar.params(i)
+        assert all(torch.equal(drive.params[i][k], p[k]) for k in ("expr", "jaw_pose", "rotation", "shape"))
+    with pytest.raises(ValueError, match="--data"):
+        V.timelines_for(avatar)
+    spec = importlib.util.spec_from_file_location("script_view", ROOT / "scripts" / "view.py")
+    view = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(view)
+    for argv, word in ((["--model", str(tmp_path / "missing")], "missing"), (["--model", ".", "--port", "0"], "--port")):
+        assert view.main(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and word in err[0], err
 
 
 # ------------------------------------------------------------------------------------------ server

@@ -40,7 +40,7 @@ from ..render.runtime import taichi_lock
 from .media import write_video
 
 __all__ = ["ViewCamera", "Timeline", "ViewerState", "GaussianCache", "ViewerApp", "camera_from_viser",
-           "viser_pose", "state_params", "render_view", "timelines_for", "N_EXPR_SLIDERS"]
+           "viser_pose", "state_params", "render_view", "timelines_for", "benchmark", "N_EXPR_SLIDERS"]
 
 N_EXPR_SLIDERS = 10          # expression coefficients with a slider (the first ones)
 SETTLE_S = 0.25              # camera still for this long -> full-resolution frame
@@ -249,6 +249,45 @@ def timelines_for(avatar, dataset=None, driver=None) -> dict:
     if not out:
         raise ValueError("timelines: no dataset and no driving sequence (pass --data DIR)")
     return out
+
+
+def benchmark(avatar, timeline: Timeline, side: int = 256, n: int = 20) -> dict:
+    """What the viewer's render loop reaches: median milliseconds of `render_view` at `side` x `side`
+    from the first frame's camera, for camera-only moves (θ* cached: rasterization only; the camera
+    yaws 1 degree per frame about the head) and for parameter changes (successive timeline frames: FLAME
+    + UV network + rasterization). One warm-up render first (Taichi compiles its kernels).
+
+    Returns: {"camera_ms", "camera_fps", "frame_ms", "frame_fps", "side", "gaussians"}.
+    """
+    if n < 1:
+        raise ValueError(f"n: expected at least 1, got {n}")
+    cam = timeline.cameras[0]
+    center = avatar.head_center(timeline.params[0])
+    pose = viser_pose(cam.viewmat, cam.K, cam.height, center)
+    R0 = quat_to_matrix(torch.as_tensor(pose["wxyz"])).numpy()
+    up = pose["up"] / np.linalg.norm(pose["up"])
+
+    def yawed(deg):
+        a = math.radians(deg)
+        Ry = (math.cos(a) * np.eye(3) + math.sin(a) * np.cross(np.eye(3), up) + (1 - math.cos(a)) * np.outer(up, up))
+        wxyz = matrix_to_quat(torch.as_tensor(Ry @ R0)).numpy()
+        return camera_from_viser(wxyz, center + Ry @ (pose["position"] - center), pose["fov"], side, side, side)
+
+    cache = GaussianCache(2)
+    render_view(avatar, timeline.params[0], yawed(0.0), cache)
+    cam_ms = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        render_view(avatar, timeline.params[0], yawed(i + 1.0), cache)
+        cam_ms.append((time.perf_counter() - t0) * 1000.0)
+    frame_ms = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        render_view(avatar, timeline.params[(i + 1) % len(timeline)], yawed(0.0), GaussianCache(1))
+        frame_ms.append((time.perf_counter() - t0) * 1000.0)
+    c, f = float(np.median(cam_ms)), float(np.median(frame_ms))
+    return {"camera_ms": c, "camera_fps": 1000.0 / c, "frame_ms": f, "frame_fps": 1000.0 / f, "side": side,
+            "gaussians": avatar.num_gaussians}
 
 
 # ---------------------------------------------------------------------------------------------- server
