@@ -294,13 +294,32 @@ def test_browser_end_to_end(app, run, tmp_path):
         m = slice(img.shape[1] // 3, 2 * img.shape[1] // 3)
         diff = np.abs(small[:, m] - img[:, m].astype(float)).mean()
         assert diff < 6.0, diff
-        # orbit: drag on the canvas; the camera moves and a new full frame of the new view arrives
+        # orbit while recording: drag on the canvas; the camera moves, a new full frame of the new view
+        # arrives, and the MP4 starts at the training view and ends at the new one
+        app.gui["fps"].value = 5
+        record = driver.find_element(By.XPATH, "//button[contains(., 'start recording')]")
+        driver.execute_script("arguments[0].scrollIntoView();", record)
+        record.click()
+        wait_for(lambda: app._recording is not None, 30, "the recording to start")
         n = app.frames_sent
         el = driver.find_element(By.TAG_NAME, "canvas")
         ActionChains(driver).move_to_element(el).click_and_hold().move_by_offset(150, 0).pause(0.3).release().perform()
         wait_for(lambda: app.frames_sent > n and app.last_frames[cid][2], 60, "a frame after the drag")
-        moved = app.last_frames[cid][0]
+        moved, moved_img, _ = app.last_frames[cid]
         assert np.abs(moved.viewmat - cam.viewmat).max() > 0.05
+        time.sleep(0.5)
+        saved = len(app.saved)
+        stop = driver.find_element(By.XPATH, "//button[contains(., 'stop recording')]")
+        driver.execute_script("arguments[0].scrollIntoView();", stop)
+        stop.click()
+        wait_for(lambda: len(app.saved) > saved, 120, "the recording MP4")
+        video = iio.imread(app.saved[-1])
+        assert video.shape[0] >= 2 and video.shape[1] - img.shape[0] in (0, 1) and video.shape[2] - img.shape[1] in (0, 1)
+        video = video[:, : img.shape[0], : img.shape[1]]                 # write_video pads odd sizes
+        err = lambda x, y: np.abs(x.astype(float) - y.astype(float)).mean()  # noqa: E731
+        assert err(video[0], img) < 4.0 < err(video[0], moved_img)
+        assert err(video[-1], moved_img) < 4.0 < err(video[-1], img)
+        app.gui["fps"].value = 25
         # "save PNG" from the page writes the current view at full resolution
         saved = len(app.saved)
         button = driver.find_element(By.XPATH, "//button[contains(., 'save PNG')]")

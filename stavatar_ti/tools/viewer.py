@@ -545,6 +545,8 @@ class ViewerApp:
                 key = (tuple(cam.wxyz), tuple(cam.position), cam.fov, cam.image_width, cam.image_height)
             except AssertionError:       # no camera message yet
                 continue
+            if key[3] <= 0 or key[4] <= 0:   # a hidden page reports an empty canvas
+                continue
             moving = now - c.last_move < SETTLE_S
             side = max(16, self.resolution // 2) if moving else self.resolution
             want = (key, state, side)
@@ -633,8 +635,11 @@ class ViewerApp:
         """Every frame of the current timeline (with the current offsets) from `client`'s camera, MP4."""
         camera = self._camera_of(client, self.resolution)
         state = self.state
-        frames = [render_view(self.avatar, state_params(self._timeline(state), replace(state, frame=i)), camera,
-                              self.cache) for i in range(len(self._timeline(state)))]
+        frames, n = [], len(self._timeline(state))
+        for i in range(n):
+            self._status(f"writing the timeline MP4: frame {i + 1}/{n}")
+            frames.append(render_view(self.avatar, state_params(self._timeline(state), replace(state, frame=i)),
+                                      camera, self.cache))
         path = self._next_path("timeline", ".mp4")
         write_video(path, frames, float(self.gui["fps"].value))
         self.saved.append(path)
@@ -655,6 +660,7 @@ class ViewerApp:
             _, wxyz, pos, fov = rec.cameras[ci]
             state = rec.states[si][1]
             camera = camera_from_viser(wxyz, pos, fov, rec.canvas[0], rec.canvas[1], self.resolution)
+            self._status(f"writing the recording MP4: frame {k + 1}/{n}")
             frames.append(render_view(self.avatar, state_params(self._timeline(state), state), camera, self.cache))
         path = self._next_path("recording", ".mp4")
         write_video(path, frames, rec.fps)
