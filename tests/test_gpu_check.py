@@ -144,3 +144,6 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     assert "Trainer.step" in table and "Self CPU" in table and "aten::" in table
     log = (out / "log.txt").read_text()
     assert "===== bench_train" in log and "===== tests" in log
+    printed = res.stdout
+    assert "tests: 2 passed, 0 failed" in printed and "rasterize 300 @ 32²" in printed and "twin_f64" in printed
+    assert "training 32x32 (early)" in printed and "projected paper schedule" in printed

@@ -250,6 +250,36 @@ def digest(out: Path) -> dict:
     return res
 
 
+def summary_lines(res: dict) -> list[str]:
+    """The digest as a few human-readable lines (printed at the end of a run)."""
+    lines = []
+    env = res.get("env") or {}
+    if env:
+        lines.append(f"env: {env.get('gpu') or 'CPU'}, torch {env.get('torch')}, taichi {env.get('taichi')} on "
+                     f"{env.get('taichi_arch')} (fast_math {env.get('fast_math')}, pool {env.get('device_memory_GB')} GB)")
+    for key, label in (("tests", "tests"), ("fast_math_twin", "twin tests with fast_math")):
+        t = res.get(key)
+        if t:
+            lines.append(f"{label}: {t['passed']} passed, {t['failed']} failed, {t['errors']} errors, "
+                         f"{t['skipped']} skipped" + (f"; failing: {', '.join(t['failures'])}" if t["failures"] else ""))
+    for r in res.get("rasterizer") or []:
+        line = (f"rasterize {r['n']:,} @ {r['size']}²: fwd {r['fwd_ms']:.2f} ms, fwd+bwd {r['fwd_bwd_ms']:.2f} ms, "
+                f"{r['isect']:,} intersections")
+        if r.get("baseline_fwd_ms") is not None:
+            isect = f", {r['baseline_isect']:,} intersections" if r.get("baseline_isect") else ""
+            line += (f" | {r['baseline']}: fwd {r['baseline_fwd_ms']:.2f} ms, fwd+bwd {r['baseline_fwd_bwd_ms']:.2f} ms"
+                     f"{isect}; time ratio fwd+bwd {r['fwd_bwd_ratio']:.2f}")
+        elif r.get("baseline_error"):
+            line += f" | no baseline: {r['baseline_error']}"
+        lines.append(line)
+    tr = res.get("training")
+    if tr:
+        for name, ph in tr["phases"].items():
+            lines.append(f"training {tr['size']} ({name}): {ph['it_per_s']:.2f} it/s, peak {ph['peak_memory_mib']:.0f} MiB")
+        lines.append(f"projected paper schedule, 2,000 frames: {tr['projected_minutes']:.1f} min ({tr['projection_basis']})")
+    return lines
+
+
 # ---------------------------------------------------------------------------------------- main
 def run_check(args) -> int:
     out = args.out.resolve()
@@ -315,7 +345,7 @@ def run_check(args) -> int:
     r.summary["results"] = digest(out)
     r.summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     r.write()
-    print(json.dumps(r.summary["results"], indent=2, default=str))
+    print("\n".join(summary_lines(r.summary["results"])))
     failed = [s["name"] for s in r.summary["steps"] if s["status"] in ("failed", "timeout")]
     print(f"[gpu_check] wrote {out}; steps failed: {failed or 'none'}")
     return 1 if failed else 0
