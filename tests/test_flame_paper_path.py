@@ -157,6 +157,10 @@ def test_paper_config_trains_on_flame_files(fixture_set, tmp_path, monkeypatch):
                               f"model.flame_masks={fx.masks}", "model.add_teeth=false", "model.uv_size=32",
                               "train.image_scale=0.5", "train.iterations=16", "train.max_test_frames=1",
                               "train.eval_fractions=[1.0]"])
+    without_masks = load_config(PAPER, [f"model.head_model={fx.model}", f"model.uv_obj={fx.uv_obj}",
+                                        "model.add_teeth=false"])
+    with pytest.raises(FlameFileError, match="model.flame_masks"):  # before any image is decoded
+        Trainer(without_masks, data, tmp_path / "refused")
     trainer = Trainer(cfg, data, tmp_path / "run")
     lpips_steps = []
     terms_of = trainer.loss_terms

@@ -107,6 +107,8 @@ class Scene(torch.nn.Module):
         check_head_model(self.dataset, cfg.model.head_model, self.flame.num_vertices,
                          self.flame.num_template_vertices, cfg.model.n_shape, cfg.model.n_expr,
                          use_static_offset=not cfg.model.disable_static_offset)
+        self.soft = cfg.model.binding == "soft"
+        self.regions = local_regions(cfg, self.flame) if self.soft else {}  # a FLAME file needs its masks
         bg = cfg.train.background
         self.train_views = load_views(splits["train"], cfg.train.image_scale, bg)
         test = splits.get("test", [])
@@ -114,8 +116,6 @@ class Scene(torch.nn.Module):
             test = test[: cfg.train.max_test_frames]
         self.test_views = load_views(test, cfg.train.image_scale, bg)
         m = cfg.model
-        self.soft = m.binding == "soft"
-        self.regions = local_regions(cfg, self.flame) if self.soft else {}  # before loading images
         self.table = FlameTable(self.dataset.frames, m.n_shape, m.n_expr,
                                 use_static_offset=not m.disable_static_offset).to(device)
         with torch.no_grad():  # coefficients without a blendshape carry nothing (test rows hold 0 too)
