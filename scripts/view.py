@@ -41,6 +41,10 @@ def main(argv=None) -> int:
     try:
         if not 0 < args.port < 65536:
             raise ValueError(f"--port: expected 1..65535, got {args.port}")
+        if args.resolution is not None and not 64 <= args.resolution <= 2048:
+            raise ValueError(f"--resolution: expected 64..2048 pixels, got {args.resolution}")
+        if args.bench is not None and args.bench < 1:
+            raise ValueError(f"--bench: expected a positive number of renders, got {args.bench}")
         try:
             import viser  # noqa: F401 - availability check
         except ImportError:

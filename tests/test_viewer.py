@@ -155,7 +155,8 @@ def test_drive_timeline_and_cli_errors(run, tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("script_view", ROOT / "scripts" / "view.py")
     view = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(view)
-    for argv, word in ((["--model", str(tmp_path / "missing")], "missing"), (["--model", ".", "--port", "0"], "--port")):
+    for argv, word in ((["--model", str(tmp_path / "missing")], "missing"), (["--model", ".", "--port", "0"], "--port"),
+                       (["--model", ".", "--resolution", "10"], "--resolution")):
         assert view.main(argv) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and word in err[0], err

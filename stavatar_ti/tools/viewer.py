@@ -318,8 +318,10 @@ class ViewerApp:
         timelines: {name: Timeline} (`timelines_for`).
         host, port: where to listen (loopback by default; never a public share link).
         out_dir: where "Save PNG" and the recordings go (created when first written).
-        resolution: longer image side of full-resolution frames, pixels; while the camera moves the
-            page gets frames at half of it.
+        resolution: longer image side of full-resolution frames, 64..2048 pixels; while the camera
+            moves the page gets frames at half of it.
+    Raises:
+        ValueError: no timeline, or a resolution out of range.
     Attributes after `start()`: server (viser.ViserServer), url, state (ViewerState), gui (dict of the
     GUI handles by name), cache (GaussianCache), frames_sent, last_render_ms, saved (written paths),
     last_frames ({client id: (ViewCamera, uint8 image sent, True when full resolution)}).
@@ -329,8 +331,8 @@ class ViewerApp:
                  out_dir: Path | None = None, resolution: int = 256):
         if not timelines:
             raise ValueError("timelines: at least one timeline is needed")
-        if resolution < 16:
-            raise ValueError(f"resolution: expected at least 16 pixels, got {resolution}")
+        if not 64 <= resolution <= 2048:
+            raise ValueError(f"resolution: expected 64..2048 pixels, got {resolution}")
         self.avatar, self.timelines, self.host, self.port = avatar, timelines, host, port
         self.out_dir = Path(out_dir) if out_dir is not None else Path("viewer_out")
         self.resolution = int(resolution)
@@ -353,6 +355,8 @@ class ViewerApp:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "ViewerApp":
+        """Start the server (viser's HTTP + websocket thread) and the render thread; returns self.
+        Raises ImportError without viser, OSError when the port cannot be bound."""
         import viser
 
         self.server = viser.ViserServer(host=self.host, port=self.port, label="stavatar_ti", verbose=False)
@@ -375,6 +379,7 @@ class ViewerApp:
         return self
 
     def stop(self) -> None:
+        """Stop the render thread and the server."""
         self._running = False
         self._wake.set()
         if self._thread is not None:
