@@ -200,6 +200,8 @@ def test_paper_config_trains_on_flame_files(fixture_set, tmp_path, monkeypatch):
     assert events and all({"cloned", "split", "pruned", "iteration"} <= set(e) for e in events)
     assert lpips_steps == list(range(9, 17))  # iterations > 0.5 x 16
     assert res["test"]["lpips"] is not None and res["densifier"] == "temporal"
+    # the evaluation regions come from the same FLAME_masks.pkl sets (lips, eye_region)
+    assert res["test"]["mouth_psnr"] is not None and res["test"]["eyes_psnr"] is not None
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     masks = ck["network"]["region_masks"][0]
     assert all(masks[r].sum() > 0 for r in range(4))
