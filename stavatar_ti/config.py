@@ -48,7 +48,7 @@ class OptimConfig:
     flame_trans_lr: float = 1e-6
     network_lr: float = 1e-4
     adam_eps: float = 1e-15
-    scene_extent: float | None = None  # None: 3DGS NeRF++ radius of the training cameras (0 for a static camera)
+    scene_extent: float | None = None  # None: camera radius, or the tracked head's for a static camera; 0 official
 
 
 @dataclass
