@@ -2,7 +2,8 @@
 """Generate a synthetic monocular talking-head sequence (VHAP / NeRF export layout).
 
     python scripts/make_synthetic.py --out DIR [--frames 300] [--size 256] [--seed 0]
-                                     [--flame PATH [--uv-obj OBJ]] [--supersample 1] [--force]
+                                     [--flame PATH [--uv-obj OBJ]] [--supersample 1] [--test-fraction 0.15]
+                                     [--force]
 
 Defaults give the CPU demo (300 frames at 256 x 256, about a minute on two cores); paper-like
 settings are --size 512 and thousands of frames.  With --flame the head is read from a FLAME file
@@ -55,8 +56,12 @@ def main(argv=None) -> int:
     ap.add_argument("--uv-obj", type=Path, help="OBJ with the UV layout of a FLAME file without one")
     ap.add_argument("--supersample", type=_int_at_least(1, 4), default=1,
                     help="render at this factor and box-filter down (default 1)")
+    ap.add_argument("--test-fraction", type=float, default=0.15,
+                    help="share of frames held out, in segments reaching into open mouths and blinks (default 0.15)")
     ap.add_argument("--force", action="store_true", help="replace an existing --out folder")
     args = ap.parse_args(argv)
+    if not 0.0 <= args.test_fraction < 1.0:
+        ap.error(f"--test-fraction: expected a value in [0, 1), got {args.test_fraction}")
 
     if args.flame is not None and not args.flame.is_file():
         return _fail(f"{args.flame}: FLAME model file not found")
@@ -90,7 +95,7 @@ def main(argv=None) -> int:
     try:
         out = generate_sequence(args.out, frames=args.frames, size=args.size, seed=args.seed,
                                 head_model=args.flame, supersample=args.supersample, overwrite=args.force,
-                                progress=progress, uv_obj=args.uv_obj)
+                                progress=progress, uv_obj=args.uv_obj, test_fraction=args.test_fraction)
     except (FlameFileError, ValueError, OSError) as exc:
         end_line()
         return _fail(str(exc))
