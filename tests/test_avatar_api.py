@@ -1,4 +1,4 @@
-"""Using a trained avatar (stavatar_ti.avatar_api, stavatar_ti.cameras, scripts/render.py,
+"""Using a trained avatar (stavatar_ti.api, stavatar_ti.tools, stavatar_ti.render.cameras, scripts/render.py,
 evaluate.py, export.py) on one smoke-trained run shared by all tests (CPU unless
 STAVATAR_TEST_DEVICE=cuda)."""
 
