@@ -99,7 +99,7 @@ class TrainConfig:
     max_nan_steps: int = 10
     device: str = "auto"               # "auto", "cpu" or "cuda"
     image_scale: float = 1.0           # downsample images by this factor (CPU demos)
-    max_test_frames: int | None = None
+    max_test_frames: int | None = None  # evaluate at most this many test frames, evenly spaced
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -112,8 +113,10 @@ class Scene(torch.nn.Module):
         bg = cfg.train.background
         self.train_views = load_views(splits["train"], cfg.train.image_scale, bg)
         test = splits.get("test", [])
-        if cfg.train.max_test_frames is not None:
-            test = test[: cfg.train.max_test_frames]
+        if cfg.train.max_test_frames is not None and len(test) > cfg.train.max_test_frames:
+            # evenly spaced, so held-out segments spread over the sequence all stay represented
+            keep = np.linspace(0, len(test) - 1, cfg.train.max_test_frames).round().astype(int)
+            test = [test[i] for i in keep]
         self.test_views = load_views(test, cfg.train.image_scale, bg)
         m = cfg.model
         self.table = FlameTable(self.dataset.frames, m.n_shape, m.n_expr,
