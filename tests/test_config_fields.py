@@ -47,3 +47,10 @@ def test_the_scan_finds_unread_fields(tmp_path):
     missing = unread_fields(names_read([tmp_path]))
     assert "model.uv_size" not in missing and "optim.network_lr" not in missing
     assert "densify.pca_components" in missing and len(missing) == len(config_fields()) - 2
+
+
+def test_every_value_range_names_a_config_field():
+    # a range left behind for a removed field would silently check nothing
+    from stavatar_ti.config import _RANGES
+
+    assert sorted(set(_RANGES) - set(config_fields())) == []
