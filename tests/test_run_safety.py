@@ -21,7 +21,7 @@ from stavatar_ti.training import CheckpointError, Trainer, TrainingError, load_c
 from stavatar_ti.training.preflight import (PreflightError, check_lpips, check_output_folder, check_run_folder,
                                             estimate_checkpoint_bytes)
 
-from test_training import tiny_data  # noqa: F401 - the shared session fixture (14 frames, 64x64)
+from test_training import interrupt_at, tiny_data  # noqa: F401 - tiny_data: the shared session fixture (14 frames, 64x64)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -62,15 +62,7 @@ def resumed_run(tiny_data, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("resume") / "run"
     over = ["train.iterations=8", "train.checkpoint_every=100", "train.eval_fractions=[0.5,1.0]"]
     first = Trainer(load_config(SMOKE, over), tiny_data, out)
-    step = first.step
-
-    def interrupting_step():
-        info = step()
-        if first.iteration == 6:
-            signal.raise_signal(signal.SIGINT)
-        return info
-
-    first.step = interrupting_step
+    interrupt_at(first, 6)
     assert first.run() == {"interrupted": True, "iteration": 6}
     mid = dict(first.mid_results)
     second = Trainer(load_config(SMOKE, over), tiny_data, out)

@@ -102,18 +102,23 @@ def test_resume_matches_uninterrupted_run(tiny_data, tmp_path):
     assert "MAXDIFF" in proc.stdout
 
 
-def test_sigint_saves_checkpoint_and_stops(tiny_data, tmp_path):
-    cfg = load_config(SMOKE, ["train.iterations=30"])
-    trainer = Trainer(cfg, tiny_data, tmp_path / "run")
-    original_step = trainer.step
+def interrupt_at(trainer: Trainer, iteration: int) -> None:
+    """Make `trainer` receive SIGINT (as from Ctrl-C) right after its step `iteration`."""
+    step = trainer.step
 
-    def step():
-        info = original_step()
-        if trainer.iteration == 3:
+    def interrupting_step():
+        info = step()
+        if trainer.iteration == iteration:
             signal.raise_signal(signal.SIGINT)
         return info
 
-    trainer.step = step
+    trainer.step = interrupting_step
+
+
+def test_sigint_saves_checkpoint_and_stops(tiny_data, tmp_path):
+    cfg = load_config(SMOKE, ["train.iterations=30"])
+    trainer = Trainer(cfg, tiny_data, tmp_path / "run")
+    interrupt_at(trainer, 3)
     results = trainer.run()
     assert results == {"interrupted": True, "iteration": 3}
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()

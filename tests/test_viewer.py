@@ -253,6 +253,12 @@ def test_browser_end_to_end(app, run, tmp_path):
     try:
         f = dataset.splits["train"][0]
 
+        def click_button(label):
+            # the GUI panel scrolls: bring the button into view before clicking it
+            button = driver.find_element(By.XPATH, f"//button[contains(., '{label}')]")
+            driver.execute_script("arguments[0].scrollIntoView();", button)
+            button.click()
+
         def training_view_shown():
             # a full-resolution frame of the browser's camera (as the viser client reports it) that is the
             # training camera of frame 0 (the page may report its default camera first)
@@ -298,9 +304,7 @@ def test_browser_end_to_end(app, run, tmp_path):
         # orbit while recording: drag on the canvas; the camera moves, a new full frame of the new view
         # arrives, and the MP4 starts at the training view and ends at the new one
         app.gui["fps"].value = 5
-        record = driver.find_element(By.XPATH, "//button[contains(., 'start recording')]")
-        driver.execute_script("arguments[0].scrollIntoView();", record)
-        record.click()
+        click_button("start recording")
         wait_for(lambda: app._recording is not None, 30, "the recording to start")
         n = app.frames_sent
         el = driver.find_element(By.TAG_NAME, "canvas")
@@ -310,9 +314,7 @@ def test_browser_end_to_end(app, run, tmp_path):
         assert np.abs(moved.viewmat - cam.viewmat).max() > 0.05
         time.sleep(0.5)
         saved = len(app.saved)
-        stop = driver.find_element(By.XPATH, "//button[contains(., 'stop recording')]")
-        driver.execute_script("arguments[0].scrollIntoView();", stop)
-        stop.click()
+        click_button("stop recording")
         wait_for(lambda: len(app.saved) > saved, 120, "the recording MP4")
         video = iio.imread(app.saved[-1])
         assert video.shape[0] >= 2 and video.shape[1] - img.shape[0] in (0, 1) and video.shape[2] - img.shape[1] in (0, 1)
@@ -323,9 +325,7 @@ def test_browser_end_to_end(app, run, tmp_path):
         app.gui["fps"].value = 25
         # "save PNG" from the page writes the current view at full resolution
         saved = len(app.saved)
-        button = driver.find_element(By.XPATH, "//button[contains(., 'save PNG')]")
-        driver.execute_script("arguments[0].scrollIntoView();", button)
-        button.click()
+        click_button("save PNG")
         wait_for(lambda: len(app.saved) > saved, 60, "the PNG")
         png = iio.imread(app.saved[-1])
         now = app._camera_of(client, app.resolution)
