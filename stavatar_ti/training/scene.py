@@ -110,6 +110,7 @@ class Scene(torch.nn.Module):
                          use_static_offset=not cfg.model.disable_static_offset)
         self.soft = cfg.model.binding == "soft"
         self.regions = local_regions(cfg, self.flame) if self.soft else {}  # a FLAME file needs its masks
+        self.active_regions: list[str] = []  # the local decoder's non-empty UV masks (soft binding)
         bg = cfg.train.background
         self.train_views = load_views(splits["train"], cfg.train.image_scale, bg)
         test = splits.get("test", [])

@@ -378,7 +378,7 @@ class Trainer:
             "num_expressions": fl.n_expr, "active_expressions": int(fl.expr_active.sum()),
             "teeth": fl.has_teeth, "uv_layout": c.model.uv_obj or ("model file" if fl.uv_coords is not None else None),
             "flame_masks": c.model.flame_masks,
-            "regions": list(getattr(self.scene, "active_regions", [])),
+            "regions": list(self.scene.active_regions),
             "scene_extent": self.extent, "scene_extent_source": self.extent_source,
             "densification": self.densify_events,
             "lpips": {"loss": c.loss.lpips_net if lpips_loss_on else None, "metric": "alex",
