@@ -9,6 +9,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 WHEELS=${GPU_CHECK_WHEELS:-.whl}
+# bad flags are one-line errors before anything is installed (the module's parser, loaded as a file:
+# importing the package would need taichi)
+"$PY" -c 'import importlib.util as u, sys
+s = u.spec_from_file_location("gpu_check_cli", "stavatar_ti/tools/gpu_check.py"); m = u.module_from_spec(s)
+sys.modules[s.name] = m; s.loader.exec_module(m); m.parser().parse_args(["run", *sys.argv[1:]])' "$@" || exit 2
+case " $* " in *" -h "*|*" --help "*) exit 0 ;; esac
 if ! "$PY" -c "import taichi" >/dev/null 2>&1; then
     if ! ls "$WHEELS"/*.whl >/dev/null 2>&1; then
         echo "error: taichi is not installed and $WHEELS/ holds no wheels (run scripts/make_gpu_wheels.sh here first)" >&2

@@ -351,7 +351,9 @@ def run_check(args) -> int:
     return 1 if failed else 0
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line of the check (scripts/gpu_check.sh validates its arguments with it before
+    installing anything)."""
     ap = argparse.ArgumentParser(description="The CUDA check (docs/performance.md).")
     sub = ap.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run part 1, 2 or all of the check")
@@ -369,7 +371,11 @@ def main(argv=None) -> int:
     strip = sub.add_parser("strip-wheel", help="copy the taichi wheel without c_api, data, assets, examples")
     strip.add_argument("src", type=Path)
     strip.add_argument("dst", type=Path)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     if args.cmd == "strip-wheel":
         if not args.src.is_file():
             print(f"error: {args.src}: no such wheel", file=sys.stderr)
