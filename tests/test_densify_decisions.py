@@ -58,7 +58,7 @@ def _snapshot(av):
 
 
 def _cfg(**kw):
-    return dataclasses.replace(DensifyConfig(), max_gaussians=20_000, **kw)
+    return dataclasses.replace(DensifyConfig(), **({"max_gaussians": 20_000} | kw))
 
 
 # ----------------------------------------------------------------------------------- vanilla ADC
@@ -147,7 +147,7 @@ def _feed(adc, av, window: int, errors: list, grads: list, visible: list, monkey
         adc.accumulate(window, av, out, means2d_grad, torch.zeros(2, 2, 3), torch.zeros(3, 2, 2), 2, 2)
 
 
-def _temporal_case(monkeypatch, **cfg):
+def _temporal_case(monkeypatch, clusters: int = 0, densified=(), **cfg):
     # i:   0     1      2      3      4     5     6     7     8     9     10    11
     err = [[5e-4, 3.6e-3, 1.5e-3, 1.2e-3, 9e-4, 0, 0, 0, 0, 0, 0, 0]] + \
           [[5e-4, 0.0, 1.5e-3, 1.2e-3, 9e-4, 0, 0, 0, 0, 0, 0, 0]] * 3      # 4 iterations
@@ -157,6 +157,7 @@ def _temporal_case(monkeypatch, **cfg):
     opac = [0.5] * 9 + [0.005, 0.004, 0.003]
     av = _avatar(12, 6, opac)   # faces: (0,1) (2,3) (4,5) (6,7) (8,9) (10,11)
     adc = TemporalADC(_cfg(burst_k=2, **cfg), quirks=None, extent=1.0, table=None, device="cpu")
+    adc.clusters, adc.densified = [np.arange(1)] * clusters, set(densified)
     _feed(adc, av, 0, err, grad, vis, monkeypatch)
     before = _snapshot(av)
     ws = torch.tensor(size)[:, None] * torch.tensor([0.5, 1.0, 0.25])
@@ -204,6 +205,23 @@ def test_temporal_clone_cap_keeps_the_largest_error(monkeypatch):
     assert [_rows(av, before)[i] for i in range(n_kept, n_kept + 2)] == [None, None]  # noisy copies
     clones = torch.arange(n_kept, n_kept + 2)
     assert torch.equal(av.binding[clones], before["binding"][[1, 2]])
+
+
+@pytest.mark.parametrize("densified, cloned, split", [((), [2, 3], []), ((1, 2), [1, 2, 3], [5])])
+def test_temporal_cap_is_shared_among_the_clusters_left(monkeypatch, densified, cloned, split):
+    # max_gaussians 18: room 6 for 12 Gaussians. With 3 clusters and none densified, window 0 may
+    # add 6 // 3 = 2: the two largest ē of the clone set {1, 2, 3} (2: 1.5e-3, 3: 1.2e-3; 1: 9e-4)
+    # and no split. When the other two have densified it gets all 6: 3 copies, then (6 - 3) // 2 = 1
+    # split (parent 5, the first of {5, 6}).
+    av, before, stats, adc = _temporal_case(monkeypatch, clusters=3, densified=densified, max_gaussians=18)
+    assert stats == {"cloned": len(cloned), "split": len(split), "pruned": 2}
+    n_kept = av.num_gaussians - len(cloned) - 2 * len(split)
+    new = torch.arange(n_kept, av.num_gaussians)
+    assert torch.equal(av.binding[new], before["binding"][cloned + split + split])
+    assert adc.densified == set(densified) | {0}
+    resumed = TemporalADC(_cfg(max_gaussians=18), quirks=None, extent=1.0, table=None, device="cpu")
+    resumed.load_state(adc.state())  # a resumed run keeps the clusters' spent shares
+    assert resumed.densified == adc.densified
 
 
 def test_temporal_low_opacity_copies_are_pruned_at_once(monkeypatch):

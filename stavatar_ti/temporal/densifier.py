@@ -51,6 +51,7 @@ class TemporalADC(Densifier):
         self.num_gaussians = 0
         self.clusters: list[np.ndarray] = []
         self.silhouette: dict = {}
+        self.densified: set[int] = set()  # windows that have densified (their share of the cap is spent)
 
     # ------------------------------------------------------------------ schedule
     def plan(self, views, total, gen):
@@ -118,9 +119,10 @@ class TemporalADC(Densifier):
     def densify(self, window, avatar, optimizer, world_scales, generator=None) -> dict:
         c = self.cfg
         n = avatar.num_gaussians
-        clone_ids, grads, _ = self.select(window, n)
-        room = max(0, c.max_gaussians - n)
-        clone_ids = clone_ids[:room]
+        clone_ids, grads, s = self.select(window, n)
+        room = self.share_of_cap(window, n)
+        if clone_ids.numel() > room:  # keep the largest errors, in index order
+            clone_ids = torch.sort(clone_ids[torch.topk(s["err"][clone_ids], room).indices]).values
         split_mask = (grads >= c.grad_threshold) & (world_scales.detach().amax(-1) > c.percent_dense * self.extent)
         split_ids = torch.nonzero(split_mask).squeeze(1)[:max(0, (room - clone_ids.numel()) // 2)]
         cloned = clone_with_noise(avatar, clone_ids, c.clone_noise, generator)
@@ -133,9 +135,19 @@ class TemporalADC(Densifier):
         result = ops.apply_densify(avatar, optimizer, clone_ids, cloned, split_ids, children, c.min_opacity,
                                    keep_out=keep)
         self.stats.reset(window)  # accumulation is off for the rest of this cluster
+        self.densified.add(window)
         self._reindex_open_windows(window, n, keep[0])
         self.num_gaussians = avatar.num_gaussians
         return result
+
+    def share_of_cap(self, window: int, n: int) -> int:
+        """New Gaussians cluster `window` may add: the room left under `max_gaussians` divided evenly
+        among the clusters that have not densified yet (this one included), so that a cap reached
+        early does not leave the last clusters without new Gaussians (docs/performance.md, issue 21).
+        The paper has no cap; with room for every cluster's clone_max this changes nothing."""
+        room = max(0, self.cfg.max_gaussians - n)
+        left = sum(1 for w in range(len(self.clusters)) if w not in self.densified and w != window) + 1
+        return room // left
 
     def _reindex_open_windows(self, done: int, n_before: int, keep: torch.Tensor) -> None:
         """Move the other windows' statistics to the new Gaussian order (rows of removed Gaussians are
@@ -157,11 +169,12 @@ class TemporalADC(Densifier):
         stats = {str(k): self.stats.export(k, self.num_gaussians) for k in self.window_iters
                  if k < self.stats.max_clusters and self.stats.active(k) > 0}
         return {"window_iters": {str(k): v for k, v in self.window_iters.items()}, "stats": stats,
-                "num_gaussians": self.num_gaussians}
+                "num_gaussians": self.num_gaussians, "densified": sorted(self.densified)}
 
     def load_state(self, state: dict) -> None:
         self.window_iters = {int(k): v for k, v in state.get("window_iters", {}).items()}
         self.num_gaussians = state.get("num_gaussians", 0)
+        self.densified = set(state.get("densified", []))
         for k, values in state.get("stats", {}).items():
             self.stats.restore(int(k), values)
 
