@@ -7,6 +7,11 @@ metrics, ...; stavatar_ti.training.ablation) and a markdown table (mean ± std o
     python scripts/ablate.py --data DIR [--config configs/demo.yaml] [--out out/ablation]
                              [--variants 1,2,3,4] [--seeds 0,1,2] [--sequence NAME]
                              [--json PATH] [--reuse | --overwrite] [key=value ...]
+    python scripts/ablate.py --report RECORDS.json [RECORDS.json ...]
+
+--report trains nothing: it prints the mean ± std table of the given record files and the per-seed
+paired differences (variant a minus b, e.g. 4 − 2) with whether a beats b by more than either
+variant's seed standard deviation.
 
 Every run is preflighted before the first one trains (data images, head model, LPIPS weights, output
 folder). A run that already finished is kept with --reuse or trained again with --overwrite (without
@@ -25,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="STAvatar ablation: binding x densifier.")
-    ap.add_argument("--data", type=Path, required=True, help="dataset folder")
+    ap.add_argument("--data", type=Path, help="dataset folder (required unless --report)")
+    ap.add_argument("--report", type=Path, nargs="+", help="record files to summarise (no training)")
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "ablation")
     ap.add_argument("--variants", default="1,2,3,4", help="comma-separated variant numbers: 1 hard+vanilla, 2 soft+vanilla, "
@@ -39,6 +45,10 @@ def main(argv=None) -> int:
     ap.add_argument("--overwrite", action="store_true", help="train runs that already finished again")
     ap.add_argument("overrides", nargs="*", help="section.key=value applied to every variant")
     args = ap.parse_args(argv)
+    if args.report:
+        return _report(args.report)
+    if args.data is None:
+        ap.error("--data is required (or --report RECORDS.json to summarise finished runs)")
     try:
         variants = list(dict.fromkeys(int(v) for v in args.variants.split(",")))  # run in the order given
     except ValueError:
@@ -70,6 +80,28 @@ def main(argv=None) -> int:
         return 1
     print(table)
     print(f"wrote {args.out / 'ablation.md'} and {args.json or args.out / 'ablation.json'}")
+    return 0
+
+
+def _report(paths) -> int:
+    import json
+
+    from stavatar_ti.training.ablation import markdown_table, paired_table
+    records = []
+    for p in paths:
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"error: {p}: cannot read a record list ({' '.join(str(exc).split())})", file=sys.stderr)
+            return 1
+        if not isinstance(data, list) or not all(isinstance(r, dict) and {"variant_id", "seed", "sequence", "test"}
+                                                 <= r.keys() for r in data):
+            print(f"error: {p}: expected a list of ablation records (variant_id, seed, sequence, test)",
+                  file=sys.stderr)
+            return 1
+        records += data
+    print(markdown_table(records))
+    print(paired_table(records))
     return 0
 
 

@@ -101,3 +101,44 @@ def test_bad_seeds_flag(stub, tmp_path, capsys, flag):
         _script()(["--data", str(tmp_path), "--out", str(tmp_path / "abl"), "--seeds", flag])
     assert exc.value.code == 2 and "--seeds" in capsys.readouterr().err
     assert stub.runs == [] and not (tmp_path / "abl").exists()
+
+
+def _rec(vid, seed, seq="s", **test):
+    return {"variant": str(vid), "variant_id": vid, "seed": seed, "sequence": seq, "test": test}
+
+
+def test_paired_differences_and_the_seed_std_criterion():
+    # variant 4 minus 2 per seed: psnr +1, +1, +0.5 (mean 5/6) but the seed stds are 0.76 and 1.04,
+    # so 4 does not beat 2; eyelid psnr +2, +2, +2 with seed stds 0.1 / 0.1: it does; LPIPS lower is
+    # better: -0.02 each with stds 0.01 / 0.01 beats, +0.02 would not
+    recs = [_rec(4, s, psnr=p4, eyelid_psnr=e, eyelid_lpips=l4) for s, p4, e, l4 in
+            [(0, 20.0, 10.1, 0.08), (1, 20.5, 10.2, 0.09), (2, 21.5, 10.3, 0.10)]]
+    recs += [_rec(2, s, psnr=p2, eyelid_psnr=e, eyelid_lpips=l2) for s, p2, e, l2 in
+             [(0, 19.0, 8.1, 0.10), (1, 19.5, 8.2, 0.11), (2, 21.0, 8.3, 0.12)]]
+    recs.append(_rec(2, 5, psnr=99.0))  # no partner seed: left out
+    rows = {r["metric"]: r for r in ablation.paired_differences(recs, 4, 2)}
+    assert rows["psnr"]["seeds"] == [0, 1, 2]
+    assert np.allclose(rows["psnr"]["diffs"], [1.0, 1.0, 0.5])
+    assert rows["psnr"]["mean"] == pytest.approx(5 / 6) and rows["psnr"]["std"] == pytest.approx(np.std([1, 1, 0.5], ddof=1))
+    assert rows["psnr"]["std_b"] == pytest.approx(np.std([19.0, 19.5, 21.0], ddof=1))
+    assert not rows["psnr"]["beats"]
+    assert rows["eyelid_psnr"]["beats"] and rows["eyelid_lpips"]["beats"]
+    assert not {r["metric"]: r for r in ablation.paired_differences(recs, 2, 4)}["eyelid_lpips"]["beats"]
+    assert "mouth_interior_psnr" not in rows  # no values: no row
+    table = ablation.paired_table(recs, pairs=((4, 2),))
+    assert "| s | 4 − 2 | psnr | 3 | +0.83 ± 0.29 | +1.00, +1.00, +0.50 | 0.76 / 1.04 | no |" in table
+
+
+def test_report_mode_summarises_records_and_rejects_bad_files(tmp_path, capsys):
+    good = tmp_path / "a.json"
+    good.write_text(json.dumps([_rec(4, 0, psnr=21.0) | {"variant": "v4"}, _rec(2, 0, psnr=20.0) | {"variant": "v2"}]))
+    assert _script()(["--report", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "| s | v4 | 1 | 21.00 |" in out and "| s | 4 − 2 | psnr | 1 | +1.00 | +1.00 | - | no |" in out
+    bad = tmp_path / "b.json"
+    bad.write_text(json.dumps({"psnr": 1}))
+    assert _script()(["--report", str(bad)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {bad}: expected a list of ablation records (variant_id, seed, sequence, test)"
+    with pytest.raises(SystemExit) as exc:
+        _script()([])
+    assert exc.value.code == 2

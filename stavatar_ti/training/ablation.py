@@ -78,6 +78,63 @@ def markdown_table(records: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+PAIRED_METRICS = ("psnr", "mouth_interior_psnr", "eyelid_psnr", "mouth_interior_lpips", "eyelid_lpips")
+DEFAULT_PAIRS = ((4, 2), (3, 2), (4, 3), (2, 1), (5, 1))
+
+
+def paired_differences(records: list[dict], a: int, b: int, metrics=PAIRED_METRICS) -> list[dict]:
+    """Variant `a` minus variant `b`, paired by seed, per sequence and metric (issue 21's criterion).
+
+    Returns one dict per (sequence, metric) where both variants have a finite value for at least one
+    common seed: {"sequence", "metric", "a", "b", "seeds": [int], "diffs": [float], "mean",
+    "std" (sample std of the paired differences, nan for one seed), "std_a", "std_b" (each variant's
+    seed std over those seeds), "beats": mean > max(std_a, std_b) for higher-is-better metrics,
+    -mean > max(...) for LPIPS (False with fewer than 2 seeds)}.
+    """
+    by = {}
+    for r in records:
+        by[(r["sequence"], r["variant_id"], r["seed"])] = r["test"]
+    out = []
+    for seq in sorted({r["sequence"] for r in records}):
+        seeds = sorted(s for (q, v, s) in by if q == seq and v == a and (q, b, s) in by)
+        for m in metrics:
+            pairs = [(s, by[(seq, a, s)].get(m), by[(seq, b, s)].get(m)) for s in seeds]
+            pairs = [(s, x, y) for s, x, y in pairs
+                     if isinstance(x, (int, float)) and isinstance(y, (int, float)) and math.isfinite(x + y)]
+            if not pairs:
+                continue
+            xa, xb = np.array([p[1] for p in pairs]), np.array([p[2] for p in pairs])
+            d = xa - xb
+            two = len(d) > 1
+            std_a, std_b = (float(np.std(xa, ddof=1)), float(np.std(xb, ddof=1))) if two else (math.nan, math.nan)
+            sign = -1.0 if "lpips" in m else 1.0
+            out.append({"sequence": seq, "metric": m, "a": a, "b": b, "seeds": [p[0] for p in pairs],
+                        "diffs": d.tolist(), "mean": float(d.mean()),
+                        "std": float(np.std(d, ddof=1)) if two else math.nan, "std_a": std_a, "std_b": std_b,
+                        "beats": bool(two and sign * d.mean() > max(std_a, std_b))})
+    return out
+
+
+def paired_table(records: list[dict], pairs=DEFAULT_PAIRS) -> str:
+    """Markdown rows of `paired_differences` for every pair in `pairs` present in the records:
+    mean ± std of the per-seed differences, the per-seed values, and whether `a` beats `b` by more
+    than either variant's seed std."""
+    lines = ["| sequence | a − b | metric | seeds | mean ± std | per seed | seed std a / b | beats |",
+             "|---|---|---|---|---|---|---|---|"]
+    for a, b in pairs:
+        for row in paired_differences(records, a, b):
+            digits = 4 if "lpips" in row["metric"] else 2
+            f = f"{{:+.{digits}f}}"
+            spread = f" ± {row['std']:.{digits}f}" if math.isfinite(row["std"]) else ""
+            stds = (f"{row['std_a']:.{digits}f} / {row['std_b']:.{digits}f}" if math.isfinite(row["std_a"])
+                    else "-")
+            lines.append(f"| {row['sequence']} | {a} − {b} | {row['metric'].replace('_', ' ')} | "
+                         f"{len(row['seeds'])} | {f.format(row['mean'])}{spread} | "
+                         f"{', '.join(f.format(x) for x in row['diffs'])} | {stds} | "
+                         f"{'yes' if row['beats'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def _record(name: str, vid: int, seed: int, sequence: str, results: dict, run_dir: Path) -> dict:
     return {"variant": name, "variant_id": vid, "seed": seed, "sequence": sequence, "test": results.get("test", {}),
             "test_frames": results.get("test_frames", []), "num_gaussians": results.get("num_gaussians"),
