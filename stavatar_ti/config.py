@@ -100,6 +100,7 @@ class TrainConfig:
     device: str = "auto"               # "auto", "cpu" or "cuda"
     image_scale: float = 1.0           # downsample images by this factor (CPU demos)
     max_test_frames: int | None = None  # evaluate at most this many test frames, evenly spaced
+    cluster_phase_eval: bool = False   # Temporal ADC: per-cluster training PSNR at each cluster phase's end
 
 
 @dataclass
@@ -234,6 +235,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.uv_size: expected >= 16")
     if cfg.train.image_scale <= 0 or cfg.train.image_scale > 1:
         raise ConfigError("train.image_scale: expected (0, 1]")
+    if cfg.train.cluster_phase_eval and cfg.densify.densifier != "temporal":
+        raise ConfigError("train.cluster_phase_eval: needs densify.densifier=temporal (the FTC clusters)")
     _check_values(cfg)
     _check_test_subdirs(cfg)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from stavatar_ti.config import load_config
+from stavatar_ti.config import ConfigError, load_config
 from stavatar_ti.synthetic import generate_sequence
 from stavatar_ti.training import Trainer, TrainingError
 
@@ -162,6 +162,35 @@ def test_hard_binding_and_temporal_adc_run(tiny_data, tmp_path):
         if group["name"] == "xyz":
             state = tr.optimizer.state[group["params"][0]]
             assert state["exp_avg"].shape[0] == tr.scene.avatar.num_gaussians
+
+
+def test_cluster_phase_eval_records_the_forgetting_matrix(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match="train.cluster_phase_eval"):
+        load_config(SMOKE, ["train.cluster_phase_eval=true"])  # vanilla ADC has no clusters
+    cfg = load_config(SMOKE, ["densify.densifier=temporal", "train.iterations=null", "train.epochs=4",
+                              "densify.epochs_per_cluster=3", "densify.k_min=2", "densify.k_max=3",
+                              "train.cluster_phase_eval=true"])
+    tr = Trainer(cfg, tiny_data, tmp_path / "phases")
+    k = len(tr.densifier.clusters)
+    # the sequential plan's window changes (cluster phases), then the end of the all-frames phase
+    ends = [i + 1 for i in range(len(tr.plan) - 1) if tr.plan[i].window != tr.plan[i + 1].window] + [len(tr.plan)]
+    phases = tr.run()["cluster_phases"]
+    assert [p["iteration"] for p in phases] == ends and len(ends) == k + 1
+    assert [p["after_cluster"] for p in phases] == list(range(k + 1))
+    assert all(len(p["psnr"]) == k and np.isfinite(p["psnr"]).all() for p in phases)
+    # the last row, recomputed here: float64 MSE over the first, middle and last frame of each cluster
+    views = {v.timestep: v for v in tr.scene.train_views}
+    sh_degree = min(cfg.model.sh_degree, tr.iteration // cfg.model.sh_degree_interval)
+    for c, got in zip(tr.densifier.clusters, phases[-1]["psnr"]):
+        pick = np.linspace(0, len(c) - 1, min(3, len(c))).round().astype(int)
+        vals = []
+        for t in np.asarray(c)[pick]:
+            with torch.no_grad():
+                out, _, _ = tr.scene.render(views[int(t)], sh_degree)
+            img = out.image.clamp(0, 1).double().numpy()
+            gt = tr.scene.image_float(views[int(t)]).permute(1, 2, 0).double().numpy()
+            vals.append(-10 * np.log10(np.mean((img - gt) ** 2)))
+        assert got == pytest.approx(np.mean(vals), abs=1e-3)
 
 
 def test_interleaved_temporal_adc_densifies_each_cluster_once_and_reindexes(tiny_data, tmp_path):

@@ -82,6 +82,12 @@ class TemporalADC(Densifier):
         steps += [Step(v, len(members), False, False) for v in shuffled_epochs(len(views), remaining, gen)]
         return steps[:total]
 
+    def phase_ends(self) -> list[int]:
+        """Iterations at which the sequential schedule's cluster phases end (cluster k's last step,
+        1-based): cumulative len(cluster) x epochs_per_cluster. The interleaved schedule has no phases;
+        the same iterations are its comparison points."""
+        return np.cumsum([len(c) * self.cfg.epochs_per_cluster for c in self.clusters]).astype(int).tolist()
+
     def start_window(self, window: int) -> None:
         if window in self.window_iters:  # interleaved plans re-enter windows; only the first entry opens one
             return

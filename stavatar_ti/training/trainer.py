@@ -361,6 +361,24 @@ class Trainer:
             frames_out.extend(frames)
         return mean_over_visible(frames)
 
+    def cluster_psnr(self, per_cluster: int = 3) -> list[float]:
+        """Mean PSNR (dB, full image, render clamped to [0, 1]) of every FTC cluster (Temporal ADC's
+        `clusters`, in schedule order) on up to `per_cluster` of its training frames, evenly spaced
+        in the cluster: the rows of the forgetting matrix (`train.cluster_phase_eval`, issue 21)."""
+        position = {v.timestep: i for i, v in enumerate(self.scene.train_views)}
+        sh_degree = min(self.cfg.model.sh_degree, self.iteration // self.cfg.model.sh_degree_interval)
+        means = []
+        with torch.no_grad():
+            for cluster in self.densifier.clusters:
+                pick = np.linspace(0, len(cluster) - 1, min(per_cluster, len(cluster))).round().astype(int)
+                vals = []
+                for t in np.asarray(cluster)[pick]:
+                    view = self.scene.train_views[position[int(t)]]
+                    out, _, _ = self.scene.render(view, sh_degree)
+                    vals.append(float(psnr(out.image.permute(2, 0, 1).clamp(0, 1), self.scene.image_float(view))))
+                means.append(float(np.mean(vals)))
+        return means
+
     def export_ply(self, path: Path) -> None:
         with torch.no_grad():
             g, _ = self.scene.gaussians(0, self.scene.canonical_params())
@@ -536,6 +554,8 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, self.out / "config.yaml")
         evals = {round(f * self.total) for f in self.cfg.train.eval_fractions if 0 < f < 1}
+        phase_ends = ([i for i in self.densifier.phase_ends() if i < self.total] + [self.total]
+                      if self.cfg.train.cluster_phase_eval else [])
         interrupted = {"flag": False}
         previous = signal.getsignal(signal.SIGINT)
 
@@ -577,6 +597,10 @@ class Trainer:
                                              "psnr": info.get("psnr")})
                     if self.iteration in evals:
                         self.mid_results[f"test_at_{self.iteration}"] = self.evaluate()
+                    if self.iteration in phase_ends:
+                        self.mid_results.setdefault("cluster_phases", []).append(
+                            {"iteration": self.iteration, "after_cluster": phase_ends.index(self.iteration),
+                             "psnr": self.cluster_psnr()})
                     if self.iteration % self.cfg.train.checkpoint_every == 0:
                         self.checkpoint()
                     if interrupted["flag"]:
