@@ -3,6 +3,11 @@
 run reconstructs worse, e.g. the ones the paper's sequential Temporal ADC schedule trained early).
 
     python scripts/cluster_metrics.py --model OUT [--model OUT2 ...] [--data DIR] [--json PATH]
+    python scripts/cluster_metrics.py --phases OUT [--phases OUT2 ...]
+
+--phases renders nothing: it prints the forgetting matrix a run recorded with
+train.cluster_phase_eval=true (rows: after each cluster phase and at the end; columns: clusters)
+and each cluster's PSNR at the end of its own phase, at the end, and the difference (forgetting).
 
 The clusters are FTC's (method.md Sec. 10.1) on the training frames, planned exactly as Temporal ADC
 plans them for the first run's config (a Trainer with densify.densifier=temporal is built, nothing is
@@ -24,10 +29,16 @@ KEYS = ("psnr", "mouth_interior_psnr", "eyelid_psnr")
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Per-FTC-cluster metrics on the training frames.")
-    ap.add_argument("--model", type=Path, action="append", required=True, help="training run folder (repeatable)")
+    ap.add_argument("--model", type=Path, action="append", help="training run folder (repeatable)")
+    ap.add_argument("--phases", type=Path, action="append",
+                    help="run folder trained with train.cluster_phase_eval=true (repeatable; no rendering)")
     ap.add_argument("--data", type=Path, help="dataset folder (default: recorded by the first run)")
     ap.add_argument("--json", type=Path, help="write the table as JSON here")
     args = ap.parse_args(argv)
+    if args.phases:
+        return _phases(args.phases)
+    if not args.model:
+        ap.error("--model is required (or --phases RUN)")
 
     import numpy as np
 
@@ -67,6 +78,27 @@ def main(argv=None) -> int:
     print("mean over clusters (PSNR): " + ", ".join(f"{m}: {v:.2f}" for m, v in means.items()))
     if args.json:
         args.json.write_text(json.dumps(table, indent=1))
+    return 0
+
+
+def _phases(runs_: list) -> int:
+    import numpy as np
+
+    from stavatar_ti.tools.evaluation import forgetting
+    for run in runs_:
+        try:
+            phases = json.loads((run / "results.json").read_text()).get("cluster_phases") or []
+            rows = forgetting(phases)
+        except (OSError, ValueError) as exc:
+            print(f"error: {run / 'results.json'}: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 1
+        print(f"{run}: PSNR (dB) of cluster k (columns) after phase j (rows; last: the end)")
+        for j, p in enumerate(phases):
+            print(f"{j:>3} it {p['iteration']:>5} | " + " ".join(f"{v:6.2f}" for v in p["psnr"]))
+        print("cluster | own phase | end | forgotten | peak")
+        for r in rows:
+            print(f"{r['cluster']} | {r['own']:.2f} | {r['final']:.2f} | {r['forgotten']:+.2f} | {r['peak']:.2f}")
+        print(f"mean forgotten: {np.mean([r['forgotten'] for r in rows]):+.2f} dB")
     return 0
 
 

@@ -142,3 +142,28 @@ def test_report_mode_summarises_records_and_rejects_bad_files(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         _script()([])
     assert exc.value.code == 2
+
+
+def test_forgetting_from_the_phase_matrix_and_the_phases_report(tmp_path, capsys):
+    from stavatar_ti.tools.evaluation import forgetting
+    # 2 clusters: cluster 0 reaches 30 after its phase, falls to 26 after cluster 1's, ends at 27;
+    # cluster 1 reaches 28 after its phase and ends at 29 (negative forgetting: it improved)
+    phases = [{"iteration": 10, "psnr": [30.0, 20.0]}, {"iteration": 20, "psnr": [26.0, 28.0]},
+              {"iteration": 30, "psnr": [27.0, 29.0]}]
+    rows = forgetting(phases)
+    assert [(r["own"], r["final"], r["forgotten"], r["peak"]) for r in rows] == [(30.0, 27.0, 3.0, 30.0),
+                                                                               (28.0, 29.0, -1.0, 29.0)]
+    with pytest.raises(ValueError, match="expected 3 rows of 2 values"):
+        forgetting(phases[:2])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"cluster_phases": phases}))
+    spec = importlib.util.spec_from_file_location("cluster_metrics_script", ROOT / "scripts" / "cluster_metrics.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--phases", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "0 | 30.00 | 27.00 | +3.00 | 30.00" in out and "mean forgotten: +1.00 dB" in out
+    (run / "results.json").write_text(json.dumps({"test": {}}))
+    assert mod.main(["--phases", str(run)]) == 1
+    assert "train with train.cluster_phase_eval=true" in capsys.readouterr().err

@@ -47,3 +47,24 @@ def evaluate_views(avatar, views: list, lpips_input_range: str | None = None, pr
             progress()
     return {"frames": frames, "mean": mean_over_visible(frames), "convention": METRIC_CONVENTION.format(range=rng),
             "lpips_net": "alex", "lpips_input_range": rng, "fps": len(views) / max(seconds, 1e-9)}
+
+
+def forgetting(phases: list[dict]) -> list[dict]:
+    """Per-cluster forgetting from a run's `results.json["cluster_phases"]` (train.cluster_phase_eval):
+    rows j = 0..K (after cluster phase j, the last row after the all-frames phase), each with "psnr"
+    [K] in dB. For cluster k: "own" = its PSNR at the end of its own phase (row k), "final" = the
+    last row's, "forgotten" = own - final (dB, positive: lost after its phase; the continual-learning
+    forgetting measure) and "peak" = the best of rows k..K.
+
+    Raises:
+        ValueError: fewer than K + 1 rows or a row whose "psnr" does not have K entries.
+    """
+    if not phases:
+        raise ValueError("cluster_phases: empty (train with train.cluster_phase_eval=true)")
+    k = len(phases[0]["psnr"])
+    if len(phases) < k + 1 or any(len(p["psnr"]) != k for p in phases):
+        raise ValueError(f"cluster_phases: expected {k + 1} rows of {k} values")
+    final = phases[-1]["psnr"]
+    return [{"cluster": c, "own": phases[c]["psnr"][c], "final": final[c],
+             "forgotten": phases[c]["psnr"][c] - final[c], "peak": max(p["psnr"][c] for p in phases[c:])}
+            for c in range(k)]
