@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Train hard+vanilla, soft+vanilla and soft+Temporal ADC (paper and interleaved cluster schedules),
-and on request (--variants 5) hard+Temporal ADC with the paper's schedule, on the same data and held-out frames for one or more seeds; write every run to a JSON list of
+and on request hard+Temporal ADC with the paper's schedule (5) and soft+Temporal ADC with the
+staggered schedule (6), on the same data and held-out frames for one or more seeds; write every run to a JSON list of
 records ("variant", "seed", "sequence", "test": whole-image, mouth, mouth-interior and eyelid
 metrics, ...; stavatar_ti.training.ablation) and a markdown table (mean ± std over seeds).
 
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "ablation")
     ap.add_argument("--variants", default="1,2,3,4", help="comma-separated variant numbers: 1 hard+vanilla, 2 soft+vanilla, "
                     "3 soft+Temporal ADC (paper schedule), 4 the same interleaved, 5 hard+Temporal ADC "
-                    "(paper schedule) (default: 1,2,3,4)")
+                    "(paper schedule), 6 soft+Temporal ADC staggered (default: 1,2,3,4)")
     ap.add_argument("--seeds", default=None, help="comma-separated train.seed values (default: the config's)")
     ap.add_argument("--sequence", default=None, help="sequence name in the records (default: the data folder name)")
     ap.add_argument("--json", type=Path, default=None, help="record list to write (default: OUT/ablation.json)")

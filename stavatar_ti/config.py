@@ -74,7 +74,7 @@ class DensifyConfig:
     min_opacity: float = 0.01
     max_gaussians: int = 200_000
     # Temporal ADC (method.md Sec. 10)
-    cluster_schedule: str = "sequential"  # "sequential" (paper: one cluster after another) or "interleaved"
+    cluster_schedule: str = "sequential"  # "sequential" (paper), "interleaved" or "staggered" (ours)
     epochs_per_cluster: int = 5          # N - M; the all-frames phase M is train.epochs - this
     densify_epoch: int = 3               # densify at the first iteration of this epoch of each cluster
     k_min: int = 5
@@ -221,7 +221,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 def validate(cfg: Config) -> None:
     """Cross-field checks. Raises ConfigError naming the key."""
     choices = {"model.binding": ("soft", "hard"), "densify.densifier": ("vanilla", "temporal"),
-               "densify.cluster_schedule": ("sequential", "interleaved"),
+               "densify.cluster_schedule": ("sequential", "interleaved", "staggered"),
                "train.device": ("auto", "cpu", "cuda"), "quirks.lpips_input_range": ("[-1,1]", "[0,1]"),
                "loss.lpips_net": ("vgg", "alex"), "densify.fpe_formula": ("code", "paper"),
                "quirks.cluster_index_mode": ("timestep", "shuffled_index")}

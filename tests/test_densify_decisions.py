@@ -147,11 +147,11 @@ def _feed(adc, av, window: int, errors: list, grads: list, visible: list, monkey
         adc.accumulate(window, av, out, means2d_grad, torch.zeros(2, 2, 3), torch.zeros(3, 2, 2), 2, 2)
 
 
-def _temporal_case(monkeypatch, clusters: int = 0, densified=(), **cfg):
+def _temporal_case(monkeypatch, clusters: int = 0, densified=(), g5: float = 3e-4, **cfg):
     # i:   0     1      2      3      4     5     6     7     8     9     10    11
     err = [[5e-4, 3.6e-3, 1.5e-3, 1.2e-3, 9e-4, 0, 0, 0, 0, 0, 0, 0]] + \
           [[5e-4, 0.0, 1.5e-3, 1.2e-3, 9e-4, 0, 0, 0, 0, 0, 0, 0]] * 3      # 4 iterations
-    grad = [[0, 0, 0, 0, 0, 3e-4, 3e-4, 1.5e-4, 3e-4, 0, 0, 0]] * 4
+    grad = [[0, 0, 0, 0, 0, g5, 3e-4, 1.5e-4, 3e-4, 0, 0, 0]] * 4
     vis = [[1] * 12] * 2 + [[1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1]] * 2           # 6 visible twice only
     size = [0.005] * 5 + [0.02, 0.02, 0.02, 0.005] + [0.005] * 3                 # max world scale, E = 1
     opac = [0.5] * 9 + [0.005, 0.004, 0.003]
@@ -207,17 +207,22 @@ def test_temporal_clone_cap_keeps_the_largest_error(monkeypatch):
     assert torch.equal(av.binding[clones], before["binding"][[1, 2]])
 
 
-@pytest.mark.parametrize("densified, cloned, split", [((), [2, 3], []), ((1, 2), [1, 2, 3], [5])])
+@pytest.mark.parametrize("densified, cloned, split", [((), [2], [5]), ((1, 2), [1, 2, 3], [5, 6])])
 def test_temporal_cap_is_shared_among_the_clusters_left(monkeypatch, densified, cloned, split):
-    # max_gaussians 18: room 6 for 12 Gaussians. With 3 clusters and none densified, window 0 may
-    # add 6 // 3 = 2: the two largest ē of the clone set {1, 2, 3} (2: 1.5e-3, 3: 1.2e-3; 1: 9e-4)
-    # and no split. When the other two have densified it gets all 6: 3 copies, then (6 - 3) // 2 = 1
-    # split (parent 5, the first of {5, 6}).
-    av, before, stats, adc = _temporal_case(monkeypatch, clusters=3, densified=densified, max_gaussians=18)
+    # max_gaussians 18: room 6 for 12 Gaussians; the clone set is {1, 2, 3} (ē 9e-4 by burst,
+    # 1.5e-3, 1.2e-3), the split set {5, 6} (g 4e-4, 3e-4): 5 new Gaussians (a split is +1). With 3
+    # clusters and none densified, window 0 may add 6 // 3 = 2 < 5: both sets are cut by 2/5,
+    # round(3 * 2/5) = 1 copy (the largest ē: 2) and 1 split (the largest g: 5). When the other two
+    # have densified it gets all 6 >= 5: everything.
+    av, before, stats, adc = _temporal_case(monkeypatch, clusters=3, densified=densified, max_gaussians=18, g5=4e-4)
     assert stats == {"cloned": len(cloned), "split": len(split), "pruned": 2}
     n_kept = av.num_gaussians - len(cloned) - 2 * len(split)
     new = torch.arange(n_kept, av.num_gaussians)
+    assert [_rows(av, before)[i] for i in new] == [None] * len(new)  # noisy copies and children
     assert torch.equal(av.binding[new], before["binding"][cloned + split + split])
+    # the originals left: all but the split parents, 9 and one of 10 / 11 (pruned)
+    kept = _rows(av, before)[:n_kept]
+    assert kept[:-1] == [i for i in range(9) if i not in split] and kept[-1] in (10, 11)
     assert adc.densified == set(densified) | {0}
     resumed = TemporalADC(_cfg(max_gaussians=18), quirks=None, extent=1.0, table=None, device="cpu")
     resumed.load_state(adc.state())  # a resumed run keeps the clusters' spent shares

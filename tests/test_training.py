@@ -193,6 +193,32 @@ def test_cluster_phase_eval_records_the_forgetting_matrix(tiny_data, tmp_path):
         assert got == pytest.approx(np.mean(vals), abs=1e-3)
 
 
+def test_staggered_temporal_adc_spreads_the_clusters_over_the_densify_window(tiny_data, tmp_path):
+    cfg = load_config(SMOKE, ["densify.densifier=temporal", "densify.cluster_schedule=staggered",
+                              "train.iterations=null", "train.epochs=8", "densify.k_min=3", "densify.k_max=3",
+                              "densify.densify_from=10", "densify.densify_until=30"])
+    tr = Trainer(cfg, tiny_data, tmp_path / "staggered")
+    clusters = tr.densifier.clusters
+    n = len(tr.scene.train_views)
+    cluster_of = {v: w for w, ids in enumerate(clusters) for v in ids}  # timestep mapping = view order here
+    # cluster k is due at 10, 20, 30 (1-based) and accumulates over the 2 x n iterations before
+    due = {0: 10, 1: 20, 2: 30}
+    dens = {}
+    for i, s in enumerate(tr.plan, start=1):
+        w = cluster_of[tr.scene.train_views[s.view].timestep]
+        assert s.window == w
+        first = w not in dens and i >= due[w]
+        assert s.densify == first
+        if first:
+            dens[w] = i
+        assert s.accumulate == (i > due[w] - 2 * n and (w not in dens or dens[w] == i))
+    assert sorted(dens) == [0, 1, 2] and dens[0] < dens[1] < dens[2]
+    assert all(0 <= dens[w] - due[w] < 2 * n for w in dens)  # its first frame at or after the due time
+    # every epoch is a permutation of the views, as in vanilla 3DGS
+    for e in range(len(tr.plan) // n):
+        assert sorted(s.view for s in tr.plan[e * n:(e + 1) * n]) == list(range(n))
+
+
 def test_interleaved_temporal_adc_densifies_each_cluster_once_and_reindexes(tiny_data, tmp_path):
     cfg = load_config(SMOKE, ["densify.densifier=temporal", "densify.cluster_schedule=interleaved",
                               "train.iterations=null", "train.epochs=4", "densify.k_min=2", "densify.k_max=3"])

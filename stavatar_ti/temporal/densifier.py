@@ -13,6 +13,18 @@ Schedules (`cluster_schedule`):
   amount of statistics as in the paper's schedule.  The other clusters' open windows are re-indexed
   after each densify.  This keeps per-cluster densification and the fused error while avoiding the
   forgetting that sequential cluster training shows on short schedules (docs/performance.md).
+  Since every cluster reaches its due count at about the same time, all clusters densify in one
+  burst, early (about 20-30 % into training).
+* ``staggered`` (ours): all training frames reshuffled every epoch as in ``interleaved``, but the
+  K clusters densify one after another, spread evenly over vanilla ADC's window
+  [`densify_from`, `densify_until`] (iterations): cluster k at its first frame at or after
+  t_k = densify_from + k (densify_until - densify_from) / (K - 1), on the statistics of its
+  frames over the (densify_epoch - 1) x N_train iterations before t_k (in expectation the same
+  number of passes over its frames as in the paper's schedule).
+
+Under `max_gaussians` every cluster gets an even share of the room left (`share_of_cap`); when the
+clones plus splits (each +1: two children replace the parent) would exceed it, both are cut by the
+same factor, keeping the largest errors and the largest gradients.
 
 No opacity reset in either.
 """
@@ -70,6 +82,8 @@ class TemporalADC(Densifier):
             members = [[position[t] for t in cl] for cl in clusters]
         if c.cluster_schedule == "interleaved":
             return _interleaved_plan(members, len(views), total, c.densify_epoch, gen)
+        if c.cluster_schedule == "staggered":
+            return _staggered_plan(members, len(views), total, c.densify_epoch, c.densify_from, c.densify_until, gen)
         steps: list[Step] = []
         for w, ids in enumerate(members):
             for epoch in range(1, c.epochs_per_cluster + 1):
@@ -127,10 +141,13 @@ class TemporalADC(Densifier):
         n = avatar.num_gaussians
         clone_ids, grads, s = self.select(window, n)
         room = self.share_of_cap(window, n)
-        if clone_ids.numel() > room:  # keep the largest errors, in index order
-            clone_ids = torch.sort(clone_ids[torch.topk(s["err"][clone_ids], room).indices]).values
         split_mask = (grads >= c.grad_threshold) & (world_scales.detach().amax(-1) > c.percent_dense * self.extent)
-        split_ids = torch.nonzero(split_mask).squeeze(1)[:max(0, (room - clone_ids.numel()) // 2)]
+        split_ids = torch.nonzero(split_mask).squeeze(1)
+        need = clone_ids.numel() + split_ids.numel()  # a split replaces its parent by two children: +1
+        if need > room:  # cut clones and splits by the same factor
+            n_clone = min(clone_ids.numel(), round(clone_ids.numel() * room / need))
+            clone_ids = _largest(clone_ids, s["err"], n_clone)
+            split_ids = _largest(split_ids, grads, room - n_clone)
         cloned = clone_with_noise(avatar, clone_ids, c.clone_noise, generator)
         children = ops.split_params(avatar, split_ids, world_scales, generator=generator)
         for key in ("features_dc", "features_rest"):
@@ -200,6 +217,32 @@ def _interleaved_plan(members, num_views: int, total: int, densify_epoch: int, g
         seen[w] += 1
         steps.append(Step(v, w, seen[w] <= due[w], seen[w] == due[w]))
     return steps
+
+
+def _staggered_plan(members, num_views: int, total: int, densify_epoch: int, start: int, until: int,
+                    gen) -> list[Step]:
+    """All views reshuffled every epoch; cluster k densifies at its first view at or after iteration
+    t_k = start + k (until - start) / (K - 1) (1-based; K = 1: start) and accumulates its views over
+    the (densify_epoch - 1) x num_views iterations before t_k."""
+    k = len(members)
+    cluster_of = {v: w for w, ids in enumerate(members) for v in ids}
+    due = [start + (w * (until - start)) // max(k - 1, 1) for w in range(k)]
+    span = (densify_epoch - 1) * num_views
+    done = [False] * k
+    steps = []
+    for i, v in enumerate(shuffled_epochs(num_views, total, gen), start=1):
+        w = cluster_of[v]
+        densify = not done[w] and i >= due[w]
+        steps.append(Step(v, w, not done[w] and i > due[w] - span, densify))
+        done[w] = done[w] or densify
+    return steps
+
+
+def _largest(ids: torch.Tensor, score: torch.Tensor, count: int) -> torch.Tensor:
+    """The `count` ids with the largest `score`, in index order."""
+    if ids.numel() <= count:
+        return ids
+    return torch.sort(ids[torch.topk(score[ids], max(count, 0)).indices]).values
 
 
 def halve_opacity_logit(logit: torch.Tensor) -> torch.Tensor:

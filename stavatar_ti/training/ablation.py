@@ -2,7 +2,8 @@
 1. hard binding + vanilla ADC (GaussianAvatars-style baseline), 2. soft binding + vanilla ADC,
 3. soft binding + Temporal ADC with the paper's sequential cluster schedule, 4. the same with the
 interleaved schedule (the best schedule measured, docs/performance.md); 5. hard binding + Temporal
-ADC with the paper's schedule (a control, run only when asked for). Same data, same held-out
+ADC with the paper's schedule (a control, run only when asked for); 6. soft binding + Temporal ADC
+with the staggered schedule (clusters densify one after another over vanilla ADC's window). Same data, same held-out
 frames, same config otherwise; every (variant, seed) is one training run.
 
 Records (the JSON file `run_ablation` writes, a list, one per run):
@@ -45,6 +46,8 @@ VARIANTS = (
     # in the network or in the Gaussians?); not in the default set
     ("hard + Temporal ADC (paper schedule)", ["model.binding=hard", "densify.densifier=temporal",
                                               "densify.cluster_schedule=sequential"]),
+    ("soft + Temporal ADC (staggered)", ["model.binding=soft", "densify.densifier=temporal",
+                                         "densify.cluster_schedule=staggered"]),
 )
 DEFAULT_VARIANTS = (1, 2, 3, 4)
 
@@ -79,7 +82,7 @@ def markdown_table(records: list[dict]) -> str:
 
 
 PAIRED_METRICS = ("psnr", "mouth_interior_psnr", "eyelid_psnr", "mouth_interior_lpips", "eyelid_lpips")
-DEFAULT_PAIRS = ((4, 2), (3, 2), (4, 3), (2, 1), (5, 1))
+DEFAULT_PAIRS = ((4, 2), (6, 2), (3, 2), (6, 4), (4, 3), (2, 1), (5, 1))
 
 
 def paired_differences(records: list[dict], a: int, b: int, metrics=PAIRED_METRICS) -> list[dict]:
