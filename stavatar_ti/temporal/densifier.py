@@ -26,7 +26,7 @@ Under `max_gaussians` every cluster gets an even share of the room left (`share_
 clones plus splits (each +1: two children replace the parent) would exceed it, both are cut by the
 same factor, keeping the largest errors and the largest gradients.
 
-No opacity reset in either.
+No opacity reset in any schedule.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ class TemporalADC(Densifier):
 
     def _reindex_open_windows(self, done: int, n_before: int, keep: torch.Tensor) -> None:
         """Move the other windows' statistics to the new Gaussian order (rows of removed Gaussians are
-        dropped, the appended ones start empty). Only interleaved plans have such windows."""
+        dropped, the appended ones start empty). Only interleaved and staggered plans have such windows."""
         new_index = torch.cumsum(keep.long(), 0) - 1
         kept_old = torch.nonzero(keep[:n_before]).squeeze(1)
         n_after = int(keep.sum())
