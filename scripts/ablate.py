@@ -1,12 +1,11 @@
 #!/usr/bin/env python3
-"""Train hard+vanilla, soft+vanilla and soft+Temporal ADC (paper and interleaved cluster schedules),
-and on request hard+Temporal ADC with the paper's schedule (5) and soft+Temporal ADC with the
-staggered schedule (6), on the same data and held-out frames for one or more seeds; write every run to a JSON list of
-records ("variant", "seed", "sequence", "test": whole-image, mouth, mouth-interior and eyelid
+"""Train hard+vanilla, soft+vanilla and soft+Temporal ADC (paper, interleaved and staggered cluster
+schedules), and on request hard+Temporal ADC with the paper's schedule (variant 5), on the same data
+and held-out frames for one or more seeds; write every run to a JSON list of records ("variant", "seed", "sequence", "test": whole-image, mouth, mouth-interior and eyelid
 metrics, ...; stavatar_ti.training.ablation) and a markdown table (mean ± std over seeds).
 
     python scripts/ablate.py --data DIR [--config configs/demo.yaml] [--out out/ablation]
-                             [--variants 1,2,3,4] [--seeds 0,1,2] [--sequence NAME]
+                             [--variants 1,2,3,4,6] [--seeds 0,1,2] [--sequence NAME]
                              [--json PATH] [--reuse | --overwrite] [key=value ...]
     python scripts/ablate.py --report RECORDS.json [RECORDS.json ...]
 
@@ -35,9 +34,9 @@ def main(argv=None) -> int:
     ap.add_argument("--report", type=Path, nargs="+", help="record files to summarise (no training)")
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "ablation")
-    ap.add_argument("--variants", default="1,2,3,4", help="comma-separated variant numbers: 1 hard+vanilla, 2 soft+vanilla, "
+    ap.add_argument("--variants", default="1,2,3,4,6", help="comma-separated variant numbers: 1 hard+vanilla, 2 soft+vanilla, "
                     "3 soft+Temporal ADC (paper schedule), 4 the same interleaved, 5 hard+Temporal ADC "
-                    "(paper schedule), 6 soft+Temporal ADC staggered (default: 1,2,3,4)")
+                    "(paper schedule), 6 soft+Temporal ADC staggered (default: 1,2,3,4,6)")
     ap.add_argument("--seeds", default=None, help="comma-separated train.seed values (default: the config's)")
     ap.add_argument("--sequence", default=None, help="sequence name in the records (default: the data folder name)")
     ap.add_argument("--json", type=Path, default=None, help="record list to write (default: OUT/ablation.json)")
