@@ -154,9 +154,11 @@ def _wait_for(pred, timeout: float):
 def test_many_subjects_interrupt_resume_fail_alone_and_skip(ray_address, sequences, tmp_path):
     manifest_path = _write(tmp_path / "manifest.yaml", {
         "config": str(SMOKE), "overrides": TINY,
-        # a trains longer so that Ctrl-C surely finds it running, on a fast machine too
+        # a and b train longer than a's first checkpoint by far, so that Ctrl-C finds both running on a
+        # fast machine too (with b at ITERS, b could finish first on an idle machine and free its CPU)
         "subjects": [{"name": "a", "data": str(sequences / "a"), "overrides": {"train.iterations": 2 * ITERS}},
-                     {"name": "b", "data": str(sequences / "b"), "overrides": {"train.seed": 4}},
+                     {"name": "b", "data": str(sequences / "b"),
+                      "overrides": {"train.seed": 4, "train.iterations": 2 * ITERS}},
                      {"name": "broken", "data": str(sequences / "broken")}]})
     manifest = load_manifest(manifest_path)
     out = tmp_path / "runs"
@@ -186,7 +188,7 @@ def test_many_subjects_interrupt_resume_fail_alone_and_skip(ray_address, sequenc
     res = run_many(manifest, out, cpus_per_subject=1)
     assert not res["interrupted"] and res["failed"] == ["broken"]
     rows = _summary(out)
-    for name, iters in (("a", 2 * ITERS), ("b", ITERS)):
+    for name, iters in (("a", 2 * ITERS), ("b", 2 * ITERS)):
         run = out / name
         results = json.loads((run / "results.json").read_text())
         assert rows[name]["status"] == "finished" and results["iterations"] == iters
