@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Train hard+vanilla, soft+vanilla and soft+Temporal ADC (paper, interleaved and staggered cluster
 schedules), and on request hard+Temporal ADC with the paper's schedule (variant 5), on the same data
-and held-out frames for one or more seeds; write every run to a JSON list of records ("variant", "seed", "sequence", "test": whole-image, mouth, mouth-interior and eyelid
-metrics, ...; stavatar_ti.training.ablation) and a markdown table (mean ± std over seeds).
+and held-out frames for one or more seeds; write every run to a JSON list of records ("variant",
+"seed", "sequence", "test": whole-image, mouth, mouth-interior and eyelid metrics, ...;
+stavatar_ti.training.ablation) and a markdown table (mean ± std over seeds).
 
     python scripts/ablate.py --data DIR [--config configs/demo.yaml] [--out out/ablation]
                              [--variants 1,2,3,4,6] [--seeds 0,1,2] [--sequence NAME]

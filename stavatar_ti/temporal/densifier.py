@@ -128,9 +128,7 @@ class TemporalADC(Densifier):
         s = self.stats.export(window, n)
         grads = torch.nan_to_num(s["grad"] / s["count"].float())
         err = s["err"] / max(1, self.window_iters.get(window, 0))
-        over = torch.nonzero(err > c.clone_error_threshold).squeeze(1)
-        if over.numel() > c.clone_max:
-            over = over[torch.topk(err[over], c.clone_max).indices]
+        over = _largest(torch.nonzero(err > c.clone_error_threshold).squeeze(1), err, c.clone_max)
         burst = torch.topk(s["burst"], min(c.burst_k, n)).indices
         burst = burst[s["burst"][burst] > 0]
         clone_ids = torch.unique(torch.cat([over, burst]))
@@ -205,10 +203,7 @@ class TemporalADC(Densifier):
 def _interleaved_plan(members, num_views: int, total: int, densify_epoch: int, gen) -> list[Step]:
     """All views reshuffled every epoch; view v accumulates into its cluster's window until that
     cluster has seen (densify_epoch - 1) passes over its frames plus one iteration, which densifies."""
-    cluster_of = {}
-    for w, ids in enumerate(members):
-        for v in ids:
-            cluster_of[v] = w
+    cluster_of = {v: w for w, ids in enumerate(members) for v in ids}
     seen = [0] * len(members)
     due = [(densify_epoch - 1) * len(ids) + 1 for ids in members]
     steps = []
